@@ -1,0 +1,140 @@
+"""The model bundle's config.json: what the runtime needs to turn audio into text.
+
+Everything the front end and the decoder do is read from here, never from constants, so
+one runtime serves every exported model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from .errors import BundleError
+
+BUNDLE_FORMAT_VERSION = 1
+
+ModelFamily = Literal["quartznet"]
+TokenKind = Literal["char"]
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    """NeMo's AudioToMelSpectrogramPreprocessor (FilterbankFeatures) parameters.
+
+    Defaults are QuartzNet15x5's: 20 ms symmetric Hann window zero-padded to n_fft 512,
+    10 ms hop, pre-emphasis 0.97, Slaney mel, log(x + 2**-24), per-feature normalisation.
+    """
+
+    kind: Literal["nemo_mel"] = "nemo_mel"
+    sample_rate: int = 16000
+    n_fft: int = 512
+    win_length: int = 320
+    hop_length: int = 160
+    n_mels: int = 64
+    preemph: float = 0.97
+    window: Literal["hann"] = "hann"
+    fmin: float = 0.0
+    fmax: float | None = None
+    mel_norm: Literal["slaney"] | None = "slaney"
+    mag_power: float = 2.0
+    log_guard: float = 2.0**-24
+    normalize: Literal["per_feature"] | None = "per_feature"
+    # NeMo adds 1e-5 to the per-feature std (CONSTANT in features.py).
+    normalize_std_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        _require(self.sample_rate > 0, "frontend.sample_rate must be positive")
+        _require(self.hop_length > 0, "frontend.hop_length must be positive")
+        _require(0 < self.win_length <= self.n_fft, "frontend needs 0 < win_length <= n_fft")
+        _require(self.n_mels > 0, "frontend.n_mels must be positive")
+        _require(self.log_guard > 0, "frontend.log_guard must be positive")
+        top = self.sample_rate / 2 if self.fmax is None else self.fmax
+        _require(
+            0 <= self.fmin < top <= self.sample_rate / 2, "frontend needs 0 <= fmin < fmax <= sr/2"
+        )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The ONNX acoustic model: features [B, n_mels, T] + lengths [B] → log-probs [B, T', V]."""
+
+    file: str = "model.onnx"
+    features_input: str = "features"
+    lengths_input: str = "feature_lengths"
+    log_probs_output: str = "log_probs"
+    lengths_output: str = "encoded_lengths"
+    # Frames of features per output frame (QuartzNet 2, Conformer 4, FastConformer 8).
+    subsampling: int = 2
+    precision: Literal["int8", "fp32"] = "int8"
+
+    def __post_init__(self) -> None:
+        _require(self.subsampling >= 1, "model.subsampling must be >= 1")
+
+
+@dataclass(frozen=True)
+class TokensConfig:
+    file: str = "tokens.txt"
+    kind: TokenKind = "char"
+    blank_id: int = 0
+
+
+@dataclass(frozen=True)
+class BundleConfig:
+    model_id: str
+    family: ModelFamily
+    frontend: FrontendConfig
+    model: ModelConfig
+    tokens: TokensConfig
+    format_version: int = BUNDLE_FORMAT_VERSION
+    verification_file: str = "verification.json"
+    checksums_file: str = "SHA256SUMS"
+    # Free-form provenance: source checkpoint, its sha256, exporter versions.
+    source: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.frontend.sample_rate
+
+    @property
+    def frame_seconds(self) -> float:
+        """Duration of one acoustic-model output frame."""
+        return self.frontend.hop_length * self.model.subsampling / self.frontend.sample_rate
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> BundleConfig:
+        if not isinstance(data, dict):
+            raise BundleError("config.json must hold a JSON object")
+        version = data.get("format_version")
+        if version != BUNDLE_FORMAT_VERSION:
+            raise BundleError(
+                f"config.json has format_version {version!r}; this runtime reads version "
+                f"{BUNDLE_FORMAT_VERSION}: re-export the bundle with this release"
+            )
+        try:
+            frontend = FrontendConfig(**_section(data, "frontend"))
+            model = ModelConfig(**_section(data, "model"))
+            tokens = TokensConfig(**_section(data, "tokens"))
+            extra = {k: v for k, v in data.items() if k not in {"frontend", "model", "tokens"}}
+            config = cls(frontend=frontend, model=model, tokens=tokens, **extra)
+        except TypeError as exc:  # unknown or missing keys
+            raise BundleError(f"config.json does not match the bundle schema: {exc}") from exc
+        if config.family != "quartznet":
+            raise BundleError(f"config.json names an unknown model family {config.family!r}")
+        if not config.model_id or not isinstance(config.model_id, str):
+            raise BundleError("config.json needs a non-empty model_id")
+        return config
+
+
+def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
+    section = data.get(name)
+    if not isinstance(section, dict):
+        raise BundleError(f"config.json is missing its {name!r} section")
+    return section
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise BundleError(f"invalid config: {message}")

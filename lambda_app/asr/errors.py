@@ -1,0 +1,89 @@
+"""Errors with stable codes. Every failure a user can cause maps to one of these.
+
+The handler turns an ``AsrError`` into ``{"error": {"code", "message"}}`` with its HTTP
+status; anything else is an internal fault (500, request id, no stack trace).
+"""
+
+from __future__ import annotations
+
+
+class AsrError(Exception):
+    """Base class: ``code`` is stable (clients branch on it), ``message`` is for people."""
+
+    code = "asr_error"
+    http_status = 400
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class BundleError(AsrError):
+    """The model bundle is missing, incomplete, corrupt or of an unknown version."""
+
+    code = "bundle_invalid"
+    http_status = 500
+
+
+class InvalidRequest(AsrError):
+    """The request is malformed: wrong JSON, bad base64, missing fields."""
+
+    code = "invalid_request"
+    http_status = 400
+
+
+class AudioDecodeError(AsrError):
+    """The bytes are not audio we can decode (or are truncated/corrupt)."""
+
+    code = "audio_undecodable"
+    http_status = 422
+
+
+class DecodeTimeout(AudioDecodeError):
+    """Decoding (ffmpeg) did not finish within its time limit and was killed."""
+
+    code = "audio_decode_timeout"
+    http_status = 422
+
+
+class NonFiniteAudio(AudioDecodeError):
+    """The audio decodes but holds NaN or infinite samples (float WAV/FLAC gone wrong)."""
+
+    code = "audio_non_finite"
+    http_status = 422
+
+
+class EmptyAudio(AsrError):
+    code = "audio_empty"
+    http_status = 422
+
+
+class AudioTooLong(AsrError):
+    code = "audio_too_long"
+    http_status = 413
+
+
+class PayloadTooLarge(AsrError):
+    code = "payload_too_large"
+    http_status = 413
+
+
+class ObjectNotFound(AsrError):
+    """An S3 bucket or key the request named does not exist or is not readable."""
+
+    code = "s3_object_not_found"
+    http_status = 404
+
+
+class DecoderUnavailable(AsrError):
+    """The audio needs ffmpeg and no ffmpeg binary was found."""
+
+    code = "decoder_unavailable"
+    http_status = 500
+
+
+class DeadlineExceeded(AsrError):
+    code = "deadline_exceeded"
+    http_status = 504

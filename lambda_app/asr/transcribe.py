@@ -1,0 +1,146 @@
+"""One audio → text path for every entry point (API, S3, CLI, evaluation).
+
+transcriber = Transcriber.from_dir("demo/bundle")
+result = transcriber.transcribe("clip.mp3")            # a path
+result = transcriber.transcribe(wav_bytes)              # bytes
+result = transcriber.transcribe(samples, sample_rate=8000)  # a numpy array
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .acoustic_model import OnnxAcousticModel
+from .audio import decode_audio
+from .bundle import ModelBundle, load_bundle
+from .ctc import Word, greedy_decode
+from .errors import AudioDecodeError, AudioTooLong, EmptyAudio, InvalidRequest
+from .frontend import NemoMelFrontend
+from .resample import resample
+
+AudioInput = str | os.PathLike[str] | bytes | bytearray | memoryview | np.ndarray
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Seconds spent per stage of one transcription."""
+
+    decode: float = 0.0
+    features: float = 0.0
+    model: float = 0.0
+    ctc: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.decode + self.features + self.model + self.ctc
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    words: tuple[Word, ...]
+    duration: float
+    model_id: str
+    timings: Timings = field(default_factory=Timings)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["words"] = [asdict(word) for word in self.words]
+        data["timings"] = {k: round(v, 4) for k, v in asdict(self.timings).items()}
+        data["timings"]["total"] = round(self.timings.total, 4)
+        data["duration"] = round(self.duration, 3)
+        return data
+
+
+class Transcriber:
+    def __init__(self, bundle: ModelBundle, *, threads: int | None = None) -> None:
+        self.bundle = bundle
+        self.frontend = NemoMelFrontend(bundle.config.frontend)
+        self.model = OnnxAcousticModel(bundle, threads=threads)
+
+    @classmethod
+    def from_dir(cls, path: str | os.PathLike[str], *, threads: int | None = None) -> Transcriber:
+        return cls(load_bundle(Path(path)), threads=threads)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.bundle.config.sample_rate
+
+    @property
+    def model_id(self) -> str:
+        return self.bundle.config.model_id
+
+    def transcribe(
+        self,
+        audio: AudioInput,
+        sample_rate: int | None = None,
+        *,
+        max_duration_s: float | None = None,
+    ) -> Transcript:
+        """Transcribe a file path, encoded audio bytes, or samples (with their rate)."""
+        started = time.perf_counter()
+        samples = self._samples(audio, sample_rate, max_duration_s)
+        decoded_at = time.perf_counter()
+        features = self.frontend(samples)
+        features_at = time.perf_counter()
+        duration = samples.size / self.sample_rate
+        if features.shape[1] == 0:
+            raise EmptyAudio(f"audio of {duration:.3f} s is too short to transcribe")
+        log_probs = self.model(features)
+        model_at = time.perf_counter()
+        hypothesis = greedy_decode(
+            log_probs, self.bundle.vocabulary, self.bundle.config.frame_seconds
+        )
+        done_at = time.perf_counter()
+        return Transcript(
+            text=hypothesis.text,
+            words=hypothesis.words,
+            duration=duration,
+            model_id=self.model_id,
+            timings=Timings(
+                decode=decoded_at - started,
+                features=features_at - decoded_at,
+                model=model_at - features_at,
+                ctc=done_at - model_at,
+            ),
+        )
+
+    def _samples(
+        self, audio: AudioInput, sample_rate: int | None, max_duration_s: float | None
+    ) -> np.ndarray:
+        if isinstance(audio, np.ndarray):
+            if sample_rate is None:
+                raise InvalidRequest("samples given as an array need their sample_rate")
+            return self._array_samples(audio, sample_rate, max_duration_s)
+        if sample_rate is not None:
+            raise InvalidRequest("sample_rate applies only to arrays; files carry their own")
+        source = bytes(audio) if isinstance(audio, bytearray | memoryview) else audio
+        return decode_audio(source, self.sample_rate, max_duration_s=max_duration_s).samples
+
+    def _array_samples(
+        self, audio: np.ndarray, sample_rate: int, max_duration_s: float | None
+    ) -> np.ndarray:
+        if sample_rate <= 0:
+            raise InvalidRequest(f"sample_rate must be positive, got {sample_rate}")
+        if audio.ndim == 2:  # [frames, channels], soundfile's layout
+            audio = audio.mean(axis=1)
+        if audio.ndim != 1:
+            raise InvalidRequest(
+                f"samples must be [frames] or [frames, channels], got {audio.shape}"
+            )
+        if audio.size == 0:
+            raise EmptyAudio("the audio holds no samples")
+        if max_duration_s is not None and audio.size / sample_rate > max_duration_s:
+            raise AudioTooLong(
+                f"audio is {audio.size / sample_rate:.1f} s; the limit here is {max_duration_s:g} s"
+            )
+        samples = np.asarray(audio, dtype=np.float32)
+        if not np.isfinite(samples).all():
+            raise AudioDecodeError("the samples contain NaN or infinite values")
+        return resample(samples, sample_rate, self.sample_rate)

@@ -1,0 +1,81 @@
+"""Turn a ``POST /transcribe`` body into audio bytes.
+
+Accepted bodies: JSON ``{"audio": "<base64>"}``, JSON ``{"s3": {"bucket", "key"}}``, or
+the raw audio itself (any non-JSON content type; API Gateway base64-encodes binary).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from asr.errors import InvalidRequest, PayloadTooLarge
+
+from .s3_objects import read_object
+from .settings import Settings
+
+JSON_TYPES = ("application/json", "text/json")
+
+
+def audio_from_request(
+    body: str | None, is_base64: bool, content_type: str, settings: Settings
+) -> bytes:
+    if not body:
+        raise InvalidRequest("the request has no body: send audio or a JSON object", code="empty_body")
+    if len(body) > settings.max_request_bytes * 4 // 3 + 4:
+        raise _too_large(len(body), settings)
+    raw = _b64decode(body, "request body") if is_base64 else body.encode("utf-8")
+    if content_type.split(";")[0].strip().lower() in JSON_TYPES or raw[:1] == b"{":
+        return _audio_from_json(raw, settings)
+    if len(raw) > settings.max_request_bytes:
+        raise _too_large(len(raw), settings)
+    return raw
+
+
+def _audio_from_json(raw: bytes, settings: Settings) -> bytes:
+    try:
+        document = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from exc
+    if not isinstance(document, dict):
+        raise InvalidRequest("the JSON body must be an object", code="invalid_json")
+    has_audio, has_s3 = "audio" in document, "s3" in document
+    if has_audio == has_s3:
+        raise InvalidRequest(
+            'the JSON body needs exactly one of "audio" (base64) or "s3" ({"bucket", "key"})',
+            code="invalid_request",
+        )
+    if has_audio:
+        encoded = document["audio"]
+        if not isinstance(encoded, str):
+            raise InvalidRequest('"audio" must be a base64 string', code="invalid_base64")
+        audio = _b64decode(encoded, '"audio"')
+        if len(audio) > settings.max_request_bytes:
+            raise _too_large(len(audio), settings)
+        return audio
+    return _audio_from_s3_ref(document["s3"], settings)
+
+
+def _audio_from_s3_ref(ref: Any, settings: Settings) -> bytes:
+    if not isinstance(ref, dict) or not all(
+        isinstance(ref.get(field), str) and ref.get(field) for field in ("bucket", "key")
+    ):
+        raise InvalidRequest('"s3" must be {"bucket": "...", "key": "..."}', code="invalid_s3_ref")
+    return read_object(ref["bucket"], ref["key"], max_bytes=settings.max_s3_object_bytes).data
+
+
+def _b64decode(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidRequest(f"{what} is not valid base64: {exc}", code="invalid_base64") from exc
+
+
+def _too_large(size: int, settings: Settings) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"the request carries {size:,} bytes; the synchronous limit is "
+        f"{settings.max_request_bytes:,} bytes. Upload large audio to the input bucket "
+        "(S3) instead and read the transcript from the output bucket."
+    )
