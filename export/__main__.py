@@ -1,9 +1,9 @@
 """``python -m export``: checkpoint → verified int8 model bundle.
 
-    python -m export quartznet model.nemo --out bundles/my-model
-    python -m export quartznet weights.pt --config model_config.yaml --out bundles/my-model
-    python -m export quartznet --download golos_quartznet15x5 --sha256 <hex> --out bundles/golos
-    python -m export download stt_ru_quartznet15x5 --dest checkpoints/ --accept-unverified
+python -m export quartznet model.nemo --out bundles/my-model
+python -m export quartznet weights.pt --config model_config.yaml --out bundles/my-model
+python -m export quartznet --download golos_quartznet15x5 --sha256 <hex> --out bundles/golos
+python -m export download stt_ru_quartznet15x5 --dest checkpoints/ --accept-unverified
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from asr.bundle import sha256_of
 from asr.errors import AsrError
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint
 from .clips import file_clips, manifest_clips, synthetic_clips
 from .download import REGISTRY, DownloadError, download
+from .nemo_config import NemoStft, frontend_from_nemo
 from .pipeline import ExportOptions, ExportRejected, export_bundle
 from .quartznet import CheckpointError
 from .verify import Thresholds
@@ -46,11 +48,12 @@ def _export(args: argparse.Namespace) -> int:
     checkpoint_path = args.checkpoint or _download(
         args.download, args.download_dir, args.sha256, args.accept_unverified
     )
+    nemo_stft: NemoStft = args.nemo_stft or (
+        REGISTRY[args.download].nemo_stft if args.download else "2.5"
+    )
     checkpoint = load_checkpoint(checkpoint_path, args.config)
     model_id = args.model_id or checkpoint_path.stem
-    from .nemo_config import frontend_from_nemo
-
-    sample_rate = frontend_from_nemo(checkpoint.config).sample_rate
+    sample_rate = frontend_from_nemo(checkpoint.config, nemo_stft).sample_rate
     clips = [] if args.no_synthetic else synthetic_clips(sample_rate)
     clips += file_clips(args.verify_audio, sample_rate)
     clips += manifest_clips(args.verify_manifest, sample_rate)
@@ -64,6 +67,7 @@ def _export(args: argparse.Namespace) -> int:
         ),
         precision=args.precision,
         overwrite=args.force,
+        nemo_stft=nemo_stft,
     )
     with tqdm(total=len(clips), desc="verifying", unit="clip", disable=None) as bar:
         bundle = export_bundle(
@@ -95,8 +99,6 @@ def _download(name: str, dest: Path, sha256: str | None, accept_unverified: bool
         path = download(
             entry, dest, sha256=sha256, accept_unverified=accept_unverified, progress=progress
         )
-    from asr.bundle import sha256_of
-
     tqdm.write(f"sha256 {sha256_of(path)}  {path}")
     return path
 
@@ -113,6 +115,13 @@ def _parser() -> argparse.ArgumentParser:
     quartznet.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     quartznet.add_argument("--model-id", help="identifier reported with every transcript")
     quartznet.add_argument("--precision", choices=["int8", "fp32"], default="int8")
+    quartznet.add_argument(
+        "--nemo-stft",
+        choices=["2.5", "legacy"],
+        help="STFT of the NeMo release that trained the model: 2.5 = zero padding, len//hop "
+        "frames (default); legacy = before NeMo 2.5, reflect padding, len//hop + 1 frames "
+        "(the default for --download names, which predate 2.5)",
+    )
     quartznet.add_argument("--verify-audio", type=Path, nargs="*", default=[], metavar="FILE")
     quartznet.add_argument("--verify-manifest", type=Path, nargs="*", default=[], metavar="JSONL")
     quartznet.add_argument("--no-synthetic", action="store_true", help="skip espeak-ng clips")

@@ -94,7 +94,9 @@ def build_quartznet(checkpoint: LoadedCheckpoint) -> QuartzNetCTC:
     return model.eval()
 
 
-def write_nemo(path: Path, config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]) -> None:
+def write_nemo(
+    path: Path, config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]
+) -> None:
     """Write a ``.nemo`` archive in NeMo's layout (uncompressed tar, ``./`` members)."""
     weights = io.BytesIO()
     torch.save(dict(state_dict), weights)

@@ -12,9 +12,10 @@ import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import numpy as np
 from asr.audio import decode_audio
+from asr.resample import resample
 
+from .synth import Voice, synthesize
 from .verify import Clip
 
 SYNTHETIC_PHRASES = (
@@ -33,14 +34,12 @@ def synthetic_clips(sample_rate: int, *, seed: int = 0) -> list[Clip]:
     carries the verification alone)."""
     if shutil.which("espeak-ng") is None:
         return []
-    from .synth import Voice, synthesize
-
     voices = [Voice(variant, wpm) for variant, wpm in SYNTHETIC_VOICES]
     clips = []
     for index, phrase in enumerate(SYNTHETIC_PHRASES):
         voice = voices[index % len(voices)]
         audio = synthesize(phrase, voice, seed=seed)  # 16 kHz
-        samples = audio if sample_rate == 16000 else _resampled(audio, 16000, sample_rate)
+        samples = audio if sample_rate == 16000 else resample(audio, 16000, sample_rate)
         clips.append(Clip(f"espeak:{voice.label}:{phrase}", samples, None, "espeak-ng"))
     return clips
 
@@ -77,9 +76,3 @@ def normalize_text(text: str | None) -> str | None:
     lowered = text.lower().replace("ё", "е")
     kept = "".join(ch if ch.isalpha() or ch == "'" else " " for ch in lowered)
     return " ".join(kept.split()) or None
-
-
-def _resampled(audio: np.ndarray, source: int, target: int) -> np.ndarray:
-    from asr.resample import resample
-
-    return resample(audio, source, target)

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .nemo_config import NemoStft
+
 
 @dataclass(frozen=True)
 class PublishedCheckpoint:
@@ -28,6 +30,8 @@ class PublishedCheckpoint:
     sha256: str | None
     notes: str
     gunzip: bool = False
+    # The STFT of the NeMo release that trained it (see export.nemo_config.frontend_from_nemo).
+    nemo_stft: NemoStft = "legacy"
 
 
 # Published Russian QuartzNet15x5 checkpoints (see README "Where the models come from").
@@ -84,7 +88,7 @@ def download(
     part = target.with_name(target.name + ".part")
     digest = hashlib.sha256()
     try:
-        with urllib.request.urlopen(entry.url, timeout=60) as response:  # noqa: S310
+        with urllib.request.urlopen(entry.url, timeout=60) as response:
             total = _content_length(response.headers.get("Content-Length"))
             done = 0
             with part.open("wb") as out:

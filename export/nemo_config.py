@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -19,8 +19,12 @@ from asr.mel import mel_filterbank
 
 from .quartznet import CheckpointError, JasperBlockSpec, QuartzNetSpec
 
+NemoStft = Literal["2.5", "legacy"]
 
-def frontend_from_nemo(config: Mapping[str, Any]) -> FrontendConfig:
+
+def frontend_from_nemo(config: Mapping[str, Any], nemo_stft: NemoStft = "2.5") -> FrontendConfig:
+    """``nemo_stft``: the STFT of the NeMo release that trained the model: "2.5" (zero
+    padding, len // hop frames) or "legacy" (before 2.5: reflect padding, every frame)."""
     section = config.get("preprocessor")
     if not isinstance(section, Mapping):
         raise CheckpointError("config has no preprocessor section")
@@ -65,6 +69,8 @@ def frontend_from_nemo(config: Mapping[str, Any]) -> FrontendConfig:
         mag_power=float(pre.get("mag_power", 2.0)),
         log_guard=float(guard),
         normalize="per_feature" if normalize == "per_feature" else None,
+        stft_pad_mode="reflect" if nemo_stft == "legacy" else "constant",
+        valid_frames="all" if nemo_stft == "legacy" else "floor",
     )
 
 
@@ -110,7 +116,9 @@ def quartznet15x5_blocks() -> list[JasperBlockSpec]:
 def _refuse(section: Mapping[str, Any], key: str, supported: Any) -> None:
     value = section.get(key, supported)
     if value != supported:
-        raise CheckpointError(f"preprocessor.{key}={value!r} is not supported (needs {supported!r})")
+        raise CheckpointError(
+            f"preprocessor.{key}={value!r} is not supported (needs {supported!r})"
+        )
 
 
 def preprocessor_state(frontend: FrontendConfig) -> dict[str, torch.Tensor]:

@@ -7,7 +7,7 @@ import platform
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from asr.frontend import NemoMelFrontend
 from asr.tokens import Vocabulary
 
 from .checkpoint import LoadedCheckpoint, build_quartznet
-from .nemo_config import frontend_from_nemo, preprocessor_state
+from .nemo_config import NemoStft, frontend_from_nemo, preprocessor_state
 from .onnx_export import export_onnx
 from .quantize import DEFAULT_SCHEME, QuantizationScheme, quantize
 from .quartznet import CheckpointError
@@ -43,10 +43,11 @@ class ExportRejected(RuntimeError):
 @dataclass(frozen=True)
 class ExportOptions:
     model_id: str
-    thresholds: Thresholds = Thresholds()
+    thresholds: Thresholds = field(default_factory=Thresholds)
     precision: str = "int8"
     scheme: QuantizationScheme = DEFAULT_SCHEME
     overwrite: bool = False
+    nemo_stft: NemoStft = "2.5"
 
 
 def export_bundle(
@@ -56,13 +57,13 @@ def export_bundle(
     options: ExportOptions,
     *,
     step: Step = print,
-    on_clip: Callable[[Clip], None] = lambda clip: None,
+    on_clip: Callable[[Clip], object] = lambda clip: None,
 ) -> ModelBundle:
     if out_dir.exists() and not options.overwrite:
         raise FileExistsError(f"{out_dir} exists; pass --force to replace it")
     step("building the PyTorch model from the checkpoint")
     model = build_quartznet(checkpoint)
-    frontend_config = frontend_from_nemo(checkpoint.config)
+    frontend_config = frontend_from_nemo(checkpoint.config, options.nemo_stft)
     check_preprocessor_buffers(checkpoint, frontend_config)
     vocabulary = Vocabulary.from_labels(model.spec.vocabulary)
     config = BundleConfig(
@@ -156,14 +157,8 @@ def check_preprocessor_buffers(checkpoint: LoadedCheckpoint, frontend: FrontendC
             )
 
 
-def _onnx_log_probs(path: Path, config: BundleConfig, vocabulary: Vocabulary) -> Callable[
-    [np.ndarray], np.ndarray
-]:
-    bundle = ModelBundle(path.parent, _with_model_file(config, path.name), vocabulary, {})
-    return OnnxAcousticModel(bundle, threads=1)
-
-
-def _with_model_file(config: BundleConfig, name: str) -> BundleConfig:
-    from dataclasses import replace
-
-    return replace(config, model=replace(config.model, file=name))
+def _onnx_log_probs(
+    path: Path, config: BundleConfig, vocabulary: Vocabulary
+) -> Callable[[np.ndarray], np.ndarray]:
+    config = replace(config, model=replace(config.model, file=path.name))
+    return OnnxAcousticModel(ModelBundle(path.parent, config, vocabulary, {}), threads=1)

@@ -179,7 +179,8 @@ class MaskedConv1d(nn.Module):
     def output_lengths(self, lengths: Tensor) -> Tensor:
         conv = self.conv
         span = conv.dilation[0] * (conv.kernel_size[0] - 1)
-        padded = lengths + 2 * int(conv.padding[0])  # type: ignore[arg-type]
+        padding = conv.padding[0] if isinstance(conv.padding, tuple) else 0
+        padded = lengths + 2 * int(padding)
         return torch.div(padded - span - 1, conv.stride[0], rounding_mode="trunc") + 1
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
@@ -247,7 +248,8 @@ class JasperBlock(nn.Module):
         if self.res is not None:
             for branch in self.res:
                 residual = x
-                for layer in branch:  # type: ignore[union-attr]
+                assert isinstance(branch, nn.ModuleList)
+                for layer in branch:
                     if isinstance(layer, MaskedConv1d):
                         residual, _ = layer(residual, lengths)
                     else:

@@ -98,7 +98,7 @@ def verify(
     fp32: LogProbsFn,
     int8: LogProbsFn,
     thresholds: Thresholds,
-    progress: Callable[[Clip], None] = lambda clip: None,
+    progress: Callable[[Clip], object] = lambda clip: None,
 ) -> VerificationReport:
     report = VerificationReport(thresholds)
     if not clips:
@@ -152,23 +152,29 @@ def _score(report: VerificationReport) -> None:
         "fp32_cer_vs_reference": cer_fp32,
         "int8_cer_vs_reference": cer_int8,
         "int8_cer_delta": cer_delta,
-        "torch_fp32_transcripts_identical": float(
-            all(c.text_torch == c.text_fp32 for c in clips)
-        ),
+        "torch_fp32_transcripts_identical": float(all(c.text_torch == c.text_fp32 for c in clips)),
     }
     checks = [
-        (logprob_diff <= limits.max_fp32_logprob_diff,
-         f"ONNX fp32 log-probs differ from PyTorch by {logprob_diff:.2e} "
-         f"> {limits.max_fp32_logprob_diff:.0e}"),
-        (agreement >= limits.min_int8_token_agreement,
-         f"int8 greedy tokens agree with fp32 on {agreement:.2%} "
-         f"< {limits.min_int8_token_agreement:.2%}"),
-        (cer_int8_vs_fp32 <= limits.max_int8_cer_vs_fp32,
-         f"int8 transcripts differ from fp32 by CER {cer_int8_vs_fp32:.2%} "
-         f"> {limits.max_int8_cer_vs_fp32:.2%}"),
-        (cer_delta is None or cer_delta <= limits.max_int8_cer_delta,
-         f"int8 CER vs references is {cer_delta or 0:.2%} worse than fp32 "
-         f"> {limits.max_int8_cer_delta:.2%}"),
+        (
+            logprob_diff <= limits.max_fp32_logprob_diff,
+            f"ONNX fp32 log-probs differ from PyTorch by {logprob_diff:.2e} "
+            f"> {limits.max_fp32_logprob_diff:.0e}",
+        ),
+        (
+            agreement >= limits.min_int8_token_agreement,
+            f"int8 greedy tokens agree with fp32 on {agreement:.2%} "
+            f"< {limits.min_int8_token_agreement:.2%}",
+        ),
+        (
+            cer_int8_vs_fp32 <= limits.max_int8_cer_vs_fp32,
+            f"int8 transcripts differ from fp32 by CER {cer_int8_vs_fp32:.2%} "
+            f"> {limits.max_int8_cer_vs_fp32:.2%}",
+        ),
+        (
+            cer_delta is None or cer_delta <= limits.max_int8_cer_delta,
+            f"int8 CER vs references is {cer_delta or 0:.2%} worse than fp32 "
+            f"> {limits.max_int8_cer_delta:.2%}",
+        ),
     ]
     report.failures = [message for ok, message in checks if not ok]
 

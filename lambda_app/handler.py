@@ -43,7 +43,7 @@ def _register_routes(app: ApiGatewayResolver) -> None:
         event = app.current_event
         audio = audio_from_request(
             event.body,
-            event.is_base64_encoded,
+            bool(event.is_base64_encoded),
             event.headers.get("content-type") or event.headers.get("Content-Type") or "",
             settings,
         )
@@ -65,7 +65,7 @@ def _register_routes(app: ApiGatewayResolver) -> None:
         transcriber = _transcriber()
         return {"status": "ok", "model_id": transcriber.model_id}
 
-    @app.exception_handler(AsrError)
+    @app.exception_handler(AsrError)  # type: ignore[untyped-decorator]
     def asr_error(exc: AsrError) -> Response[Any]:
         return _error_response(exc.http_status, exc.code, exc.message, app)
 
@@ -74,7 +74,7 @@ def _register_routes(app: ApiGatewayResolver) -> None:
         path = app.current_event.path
         return _error_response(404, "not_found", f"no route {path}; use POST /transcribe", app)
 
-    @app.exception_handler(Exception)
+    @app.exception_handler(Exception)  # type: ignore[untyped-decorator]
     def internal_error(exc: Exception) -> Response[Any]:
         logger.exception("internal error")
         message = "internal error; quote the request id when reporting it"
@@ -116,8 +116,13 @@ def _handle_s3(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         outcomes.append(outcome)
         logger.info(
             "S3 record processed",
-            extra={"bucket": outcome.bucket, "key": outcome.key, "status": outcome.status,
-                   "output_key": outcome.output_key, "error_code": outcome.error_code},
+            extra={
+                "bucket": outcome.bucket,
+                "key": outcome.key,
+                "status": outcome.status,
+                "output_key": outcome.output_key,
+                "error_code": outcome.error_code,
+            },
         )
         if outcome.transcript is not None:
             _record_metrics(outcome.transcript.duration, outcome.transcript.timings.total)
@@ -127,8 +132,13 @@ def _handle_s3(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         raise RuntimeError(f"{internal_failures} S3 record(s) failed internally; retrying")
     return {
         "processed": [
-            {"bucket": o.bucket, "key": o.key, "status": o.status, "output_key": o.output_key,
-             "error_code": o.error_code}
+            {
+                "bucket": o.bucket,
+                "key": o.key,
+                "status": o.status,
+                "output_key": o.output_key,
+                "error_code": o.error_code,
+            }
             for o in outcomes
         ]
     }

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from export.checkpoint import write_nemo
 from export.nemo_config import frontend_from_nemo, preprocessor_state, quartznet_config
 from export.quartznet import JasperBlockSpec, QuartzNetCTC, QuartzNetSpec
@@ -48,7 +49,9 @@ def ru_clips() -> list[SpeechClip]:
     return clips
 
 
-def write_random_quartznet(path: Path, blocks: list[JasperBlockSpec] | None = None, seed: int = 0) -> Path:
+def write_random_quartznet(
+    path: Path, blocks: list[JasperBlockSpec] | None = None, seed: int = 0
+) -> Path:
     """A random-weight QuartzNet-shaped .nemo in NeMo's real layout."""
     config = quartznet_config(GOLOS_VOCABULARY, blocks or TINY_BLOCKS)
     torch.manual_seed(seed)
@@ -82,7 +85,9 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_nemo: Path) -> It
         model_id="tiny-random",
         thresholds=Thresholds(min_int8_token_agreement=0.0, max_int8_cer_vs_fp32=1.0),
     )
-    export_bundle(load_checkpoint(tiny_nemo), out, file_clips([clip], 16000), options, step=lambda m: None)
+    export_bundle(
+        load_checkpoint(tiny_nemo), out, file_clips([clip], 16000), options, step=lambda m: None
+    )
     yield out
 
 

@@ -26,7 +26,9 @@ def test_loads_a_valid_bundle(tiny_bundle: Path) -> None:
     assert bundle.verification["passed"] is True
 
 
-@pytest.mark.parametrize("name", ["config.json", "model.onnx", "tokens.txt", "verification.json", "SHA256SUMS"])
+@pytest.mark.parametrize(
+    "name", ["config.json", "model.onnx", "tokens.txt", "verification.json", "SHA256SUMS"]
+)
 def test_missing_file_is_named(bundle_copy: Path, name: str) -> None:
     (bundle_copy / name).unlink()
     with pytest.raises(BundleError, match=name.replace(".", r"\.")):
@@ -72,7 +74,14 @@ def test_malformed_config_is_refused(bundle_copy: Path) -> None:
     (bundle_copy / "config.json").write_text("{not json")
     with pytest.raises(BundleError, match="not valid JSON"):
         load_bundle(bundle_copy)
-    config = {"format_version": 1, "model_id": "x", "family": "quartznet", "frontend": {"n_mels": -1}, "model": {}, "tokens": {}}
+    config = {
+        "format_version": 1,
+        "model_id": "x",
+        "family": "quartznet",
+        "frontend": {"n_mels": -1},
+        "model": {},
+        "tokens": {},
+    }
     (bundle_copy / "config.json").write_text(json.dumps(config))
     with pytest.raises(BundleError, match="n_mels"):
         load_bundle(bundle_copy, verify_checksums=False)

@@ -16,13 +16,14 @@ def log_probs_for(frames: list[int], confidence: list[float] | None = None) -> n
         p = confidence[t] if confidence else 0.9
         probs[t, :] = (1 - p) / (len(VOCAB) - 1)
         probs[t, token] = p
-    return np.log(probs).astype(np.float32)
+    log_probs: np.ndarray = np.log(probs).astype(np.float32)
+    return log_probs
 
 
 def naive_collapse(frames: np.ndarray) -> list[int]:
     out, previous = [], None
     for token in frames.tolist():
-        if token != previous and token != BLANK:
+        if token not in (previous, BLANK):
             out.append(token)
         previous = token
     return out

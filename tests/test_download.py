@@ -5,20 +5,28 @@ import hashlib
 from pathlib import Path
 
 import pytest
+
 from export.download import REGISTRY, DownloadError, PublishedCheckpoint, download
 
 
 def entry_for(path: Path, sha256: str | None, *, gunzip: bool = False) -> PublishedCheckpoint:
     return PublishedCheckpoint(
-        name="local", url=path.resolve().as_uri(), filename="model.nemo", size_bytes=None,
-        sha256=sha256, notes="test", gunzip=gunzip,
+        name="local",
+        url=path.resolve().as_uri(),
+        filename="model.nemo",
+        size_bytes=None,
+        sha256=sha256,
+        notes="test",
+        gunzip=gunzip,
     )
 
 
 def test_downloads_and_verifies_a_file_url(tmp_path: Path, tiny_nemo: Path) -> None:
     digest = hashlib.sha256(tiny_nemo.read_bytes()).hexdigest()
     seen: list[int] = []
-    path = download(entry_for(tiny_nemo, digest), tmp_path / "dl", progress=lambda d, t: seen.append(d))
+    path = download(
+        entry_for(tiny_nemo, digest), tmp_path / "dl", progress=lambda d, t: seen.append(d)
+    )
     assert path.read_bytes() == tiny_nemo.read_bytes()
     assert seen[-1] == tiny_nemo.stat().st_size
     assert not list((tmp_path / "dl").glob("*.part"))

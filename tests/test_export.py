@@ -12,6 +12,7 @@ import torch
 import yaml
 from asr.bundle import load_bundle
 from asr.transcribe import Transcriber
+
 from export.__main__ import main as export_main
 from export.checkpoint import build_quartznet, load_checkpoint, write_nemo
 from export.clips import file_clips
@@ -20,7 +21,6 @@ from export.onnx_export import fold_batch_norms
 from export.pipeline import ExportOptions, ExportRejected, export_bundle
 from export.quartznet import CheckpointError, QuartzNetCTC, QuartzNetSpec
 from export.verify import Thresholds
-
 from tests.conftest import GOLOS_VOCABULARY, speech_dir, write_random_quartznet
 
 RANDOM_WEIGHTS = Thresholds(min_int8_token_agreement=0.0, max_int8_cer_vs_fp32=1.0)
@@ -96,14 +96,20 @@ def test_clear_errors_for_bad_checkpoints(tmp_path: Path, tiny_nemo: Path) -> No
         QuartzNetSpec.from_nemo_config(other)
 
 
-def test_a_filterbank_that_disagrees_with_the_config_is_refused(tmp_path: Path, tiny_nemo: Path) -> None:
+def test_a_filterbank_that_disagrees_with_the_config_is_refused(
+    tmp_path: Path, tiny_nemo: Path
+) -> None:
     loaded = load_checkpoint(tiny_nemo)
-    loaded.state_dict["preprocessor.featurizer.fb"] = loaded.state_dict["preprocessor.featurizer.fb"] * 1.1
+    loaded.state_dict["preprocessor.featurizer.fb"] = (
+        loaded.state_dict["preprocessor.featurizer.fb"] * 1.1
+    )
     with pytest.raises(CheckpointError, match="featurizer.fb differs"):
         export_bundle(loaded, tmp_path / "b", [], ExportOptions(model_id="x"), step=lambda m: None)
 
 
-def test_export_writes_a_bundle_whose_runtime_matches_torch(tmp_path: Path, tiny_nemo: Path) -> None:
+def test_export_writes_a_bundle_whose_runtime_matches_torch(
+    tmp_path: Path, tiny_nemo: Path
+) -> None:
     clip = speech_dir() / "ru" / "golos_03.wav"
     bundle = export_bundle(
         load_checkpoint(tiny_nemo),
@@ -113,7 +119,11 @@ def test_export_writes_a_bundle_whose_runtime_matches_torch(tmp_path: Path, tiny
         step=lambda m: None,
     )
     assert sorted(p.name for p in bundle.root.iterdir()) == [
-        "SHA256SUMS", "config.json", "model.onnx", "tokens.txt", "verification.json",
+        "SHA256SUMS",
+        "config.json",
+        "model.onnx",
+        "tokens.txt",
+        "verification.json",
     ]
     report = bundle.verification
     assert report["passed"] is True
@@ -126,20 +136,35 @@ def test_export_writes_a_bundle_whose_runtime_matches_torch(tmp_path: Path, tiny
 
 def test_gate_refuses_and_names_the_threshold(tmp_path: Path, tiny_nemo: Path) -> None:
     clip = speech_dir() / "ru" / "golos_03.wav"
-    strict = Thresholds(max_fp32_logprob_diff=-1.0, min_int8_token_agreement=0.0, max_int8_cer_vs_fp32=1.0)
+    strict = Thresholds(
+        max_fp32_logprob_diff=-1.0, min_int8_token_agreement=0.0, max_int8_cer_vs_fp32=1.0
+    )
     with pytest.raises(ExportRejected, match="ONNX fp32 log-probs differ from PyTorch") as caught:
         export_bundle(
-            load_checkpoint(tiny_nemo), tmp_path / "bundle", file_clips([clip], 16000),
-            ExportOptions(model_id="x", thresholds=strict), step=lambda m: None,
+            load_checkpoint(tiny_nemo),
+            tmp_path / "bundle",
+            file_clips([clip], 16000),
+            ExportOptions(model_id="x", thresholds=strict),
+            step=lambda m: None,
         )
     assert not (tmp_path / "bundle").exists()
     failed = json.loads(caught.value.report_path.read_text())
     assert failed["passed"] is False and failed["failures"]
 
 
-def test_cli_exports_and_refuses(tmp_path: Path, tiny_nemo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_exports_and_refuses(
+    tmp_path: Path, tiny_nemo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     clip = str(speech_dir() / "ru" / "golos_01.wav")
-    common = ["quartznet", str(tiny_nemo), "--no-synthetic", "--verify-audio", clip, "--max-cer-vs-fp32", "1"]
+    common = [
+        "quartznet",
+        str(tiny_nemo),
+        "--no-synthetic",
+        "--verify-audio",
+        clip,
+        "--max-cer-vs-fp32",
+        "1",
+    ]
     assert export_main([*common, "--out", str(tmp_path / "ok"), "--min-token-agreement", "0"]) == 0
     assert load_bundle(tmp_path / "ok").config.model_id == "tiny"
     assert export_main([*common, "--out", str(tmp_path / "ok"), "--min-token-agreement", "0"]) == 2
@@ -153,7 +178,9 @@ def test_cli_exports_and_refuses(tmp_path: Path, tiny_nemo: Path, capsys: pytest
 def test_fp32_bundle_option(tmp_path: Path, tiny_nemo: Path) -> None:
     clip = speech_dir() / "ru" / "golos_02.wav"
     bundle = export_bundle(
-        load_checkpoint(tiny_nemo), tmp_path / "fp32", file_clips([clip], 16000),
+        load_checkpoint(tiny_nemo),
+        tmp_path / "fp32",
+        file_clips([clip], 16000),
         ExportOptions(model_id="fp32", thresholds=RANDOM_WEIGHTS, precision="fp32"),
         step=lambda m: None,
     )
@@ -174,3 +201,25 @@ def test_write_nemo_has_the_upstream_members(tmp_path: Path) -> None:
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def test_pre_2_5_nemo_front_end_is_selectable(tmp_path: Path, tiny_nemo: Path) -> None:
+    clip = str(speech_dir() / "ru" / "golos_05.wav")
+    args = [
+        "quartznet",
+        str(tiny_nemo),
+        "--no-synthetic",
+        "--verify-audio",
+        clip,
+        "--max-cer-vs-fp32",
+        "1",
+        "--min-token-agreement",
+        "0",
+        "--nemo-stft",
+        "legacy",
+        "--out",
+        str(tmp_path / "legacy"),
+    ]
+    assert export_main(args) == 0
+    frontend = load_bundle(tmp_path / "legacy").config.frontend
+    assert (frontend.stft_pad_mode, frontend.valid_frames) == ("reflect", "all")

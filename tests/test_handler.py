@@ -58,7 +58,13 @@ def clip() -> Path:
     return speech_dir() / "ru" / "golos_04.wav"
 
 
-def http_event(body: str | bytes, *, content_type: str = "application/json", path: str = "/transcribe", method: str = "POST") -> dict[str, Any]:
+def http_event(
+    body: str | bytes,
+    *,
+    content_type: str = "application/json",
+    path: str = "/transcribe",
+    method: str = "POST",
+) -> dict[str, Any]:
     binary = isinstance(body, bytes)
     return {
         "version": "2.0",
@@ -71,7 +77,7 @@ def http_event(body: str | bytes, *, content_type: str = "application/json", pat
             "requestId": "api-1",
             "stage": "$default",
         },
-        "body": base64.b64encode(body).decode() if binary else body,
+        "body": base64.b64encode(body).decode() if isinstance(body, bytes) else body,
         "isBase64Encoded": binary,
     }
 
@@ -84,7 +90,12 @@ def rest_event(body: str) -> dict[str, Any]:
         "headers": {"Content-Type": "application/json"},
         "multiValueHeaders": {"Content-Type": ["application/json"]},
         "queryStringParameters": None,
-        "requestContext": {"resourcePath": "/transcribe", "httpMethod": "POST", "stage": "prod", "requestId": "rest-1"},
+        "requestContext": {
+            "resourcePath": "/transcribe",
+            "httpMethod": "POST",
+            "stage": "prod",
+            "requestId": "rest-1",
+        },
         "body": body,
         "isBase64Encoded": False,
     }
@@ -97,7 +108,10 @@ def s3_event(bucket: str, *keys: str) -> dict[str, Any]:
                 "eventVersion": "2.1",
                 "eventSource": "aws:s3",
                 "eventName": "ObjectCreated:Put",
-                "s3": {"bucket": {"name": bucket}, "object": {"key": key.replace(" ", "+"), "eTag": "x"}},
+                "s3": {
+                    "bucket": {"name": bucket},
+                    "object": {"key": key.replace(" ", "+"), "eTag": "x"},
+                },
             }
             for key in keys
         ]
@@ -140,11 +154,17 @@ def test_rest_api_and_raw_binary_give_the_same_transcript(handler: Any, clip: Pa
 
 def test_s3_reference_in_the_api(handler: Any, clip: Path) -> None:
     boto3.client("s3").put_object(Bucket=INPUT, Key="in/a.wav", Body=clip.read_bytes())
-    status, body = invoke(handler, http_event(json.dumps({"s3": {"bucket": INPUT, "key": "in/a.wav"}})))
+    status, body = invoke(
+        handler, http_event(json.dumps({"s3": {"bucket": INPUT, "key": "in/a.wav"}}))
+    )
     assert status == 200 and body["duration"] > 1
-    status, body = invoke(handler, http_event(json.dumps({"s3": {"bucket": INPUT, "key": "nope.wav"}})))
+    status, body = invoke(
+        handler, http_event(json.dumps({"s3": {"bucket": INPUT, "key": "nope.wav"}}))
+    )
     assert (status, body["error"]["code"]) == (404, "s3_object_not_found")
-    status, body = invoke(handler, http_event(json.dumps({"s3": {"bucket": "no-such-bucket", "key": "k"}})))
+    status, body = invoke(
+        handler, http_event(json.dumps({"s3": {"bucket": "no-such-bucket", "key": "k"}}))
+    )
     assert (status, body["error"]["code"]) == (404, "s3_object_not_found")
 
 
@@ -169,7 +189,9 @@ def wav_bytes(samples: np.ndarray, rate: int = 16000, subtype: str = "PCM_16") -
         (audio_json(b""), 422, "audio_empty"),
     ],
 )
-def test_bad_requests_get_stable_codes(handler: Any, event_body: str, status: int, code: str) -> None:
+def test_bad_requests_get_stable_codes(
+    handler: Any, event_body: str, status: int, code: str
+) -> None:
     got_status, body = invoke(handler, http_event(event_body))
     assert (got_status, body["error"]["code"]) == (status, code)
     assert body["error"]["message"] and "Traceback" not in body["error"]["message"]
@@ -181,14 +203,16 @@ def test_audio_edge_cases(handler: Any, clip: Path) -> None:
     tiny = wav_bytes(np.zeros(100, np.float32))  # 6 ms: shorter than one 10 ms hop
     assert invoke(handler, http_event(audio_json(tiny)))[1]["error"]["code"] == "audio_empty"
     data = clip.read_bytes()
-    status, body = invoke(handler, http_event(audio_json(data[: len(data) // 2])))
+    status, _ = invoke(handler, http_event(audio_json(data[: len(data) // 2])))
     assert status in (200, 422)  # a truncated WAV decodes what is there or is refused: never 500
     nan = wav_bytes(np.full(16000, np.nan, np.float32), subtype="FLOAT")
     status, body = invoke(handler, http_event(audio_json(nan)))
-    assert status == 422
+    assert (status, body["error"]["code"]) == (422, "audio_non_finite")
 
 
-def test_oversize_and_overlong_audio_get_413_pointing_to_s3(handler: Any, clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_oversize_and_overlong_audio_get_413_pointing_to_s3(
+    handler: Any, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     big = wav_bytes(np.zeros(16000 * 70, np.float32))  # 2.2 MB > the 2 MB limit set above
     status, body = invoke(handler, http_event(audio_json(big)))
     assert (status, body["error"]["code"]) == (413, "payload_too_large")
@@ -199,7 +223,9 @@ def test_oversize_and_overlong_audio_get_413_pointing_to_s3(handler: Any, clip: 
     assert "S3" in body["error"]["message"]
 
 
-def test_internal_fault_is_a_500_with_request_id_and_no_trace(handler: Any, clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_internal_fault_is_a_500_with_request_id_and_no_trace(
+    handler: Any, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def explode(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("secret internal detail")
 
@@ -223,7 +249,8 @@ def test_health_reports_the_model(handler: Any) -> None:
 
 def read_result(key: str) -> dict[str, Any]:
     obj = boto3.client("s3").get_object(Bucket=OUTPUT, Key=key)
-    return json.loads(obj["Body"].read())
+    result: dict[str, Any] = json.loads(obj["Body"].read())
+    return result
 
 
 def test_s3_event_writes_one_result_per_object(handler: Any, clip: Path, tiny_bundle: Path) -> None:
@@ -253,7 +280,9 @@ def test_s3_outputs_never_retrigger(handler: Any, monkeypatch: pytest.MonkeyPatc
     assert "Contents" not in boto3.client("s3").list_objects_v2(Bucket=INPUT)
 
 
-def test_s3_internal_fault_writes_a_record_then_fails_for_retry(handler: Any, clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_s3_internal_fault_writes_a_record_then_fails_for_retry(
+    handler: Any, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     boto3.client("s3").put_object(Bucket=INPUT, Key="uploads/a.wav", Body=clip.read_bytes())
 
     def explode(*args: Any, **kwargs: Any) -> None:
@@ -263,3 +292,17 @@ def test_s3_internal_fault_writes_a_record_then_fails_for_retry(handler: Any, cl
     with pytest.raises(RuntimeError, match="retrying"):
         handler.lambda_handler(s3_event(INPUT, "uploads/a.wav"), FakeContext())
     assert read_result("transcripts/uploads/a.wav.json")["error"]["code"] == "internal_error"
+
+
+def test_cli_transcribes_files_and_reports_bad_ones(
+    tiny_bundle: Path, clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from asr.__main__ import main
+
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not audio")
+    assert main(["--bundle", str(tiny_bundle), str(clip), str(bad)]) == 1
+    out = capsys.readouterr()
+    assert out.out.startswith(f"{clip}\t") and "audio_undecodable" in out.err
+    assert main(["--bundle", str(tiny_bundle), "--json", str(clip)]) == 0
+    assert json.loads(capsys.readouterr().out)["model_id"] == "tiny-random"

@@ -41,6 +41,11 @@ class FrontendConfig:
     normalize: Literal["per_feature"] | None = "per_feature"
     # NeMo adds 1e-5 to the per-feature std (CONSTANT in features.py).
     normalize_std_eps: float = 1e-5
+    # NeMo >= 2.5 pads the centred STFT with zeros and counts len // hop valid frames;
+    # earlier releases (which trained the public Russian QuartzNets) pad by reflection and
+    # count every STFT frame (len // hop + 1): "reflect" + "all".
+    stft_pad_mode: Literal["constant", "reflect"] = "constant"
+    valid_frames: Literal["floor", "all"] = "floor"
 
     def __post_init__(self) -> None:
         _require(self.sample_rate > 0, "frontend.sample_rate must be positive")

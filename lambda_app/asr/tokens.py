@@ -41,7 +41,7 @@ class Vocabulary:
     @classmethod
     def from_labels(cls, labels: Sequence[str]) -> Vocabulary:
         """NeMo CTC layout: the labels, then the blank as the last class."""
-        tokens = tuple(label.replace(" ", SPACE_MARK) for label in labels) + (BLANK_TOKEN,)
+        tokens = (*(label.replace(" ", SPACE_MARK) for label in labels), BLANK_TOKEN)
         return cls(tokens, blank_id=len(labels))
 
     @classmethod

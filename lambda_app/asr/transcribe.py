@@ -20,7 +20,7 @@ from .acoustic_model import OnnxAcousticModel
 from .audio import decode_audio
 from .bundle import ModelBundle, load_bundle
 from .ctc import Word, greedy_decode
-from .errors import AudioDecodeError, AudioTooLong, EmptyAudio, InvalidRequest
+from .errors import AudioTooLong, EmptyAudio, InvalidRequest, NonFiniteAudio
 from .frontend import NemoMelFrontend
 from .resample import resample
 
@@ -140,7 +140,12 @@ class Transcriber:
             raise AudioTooLong(
                 f"audio is {audio.size / sample_rate:.1f} s; the limit here is {max_duration_s:g} s"
             )
-        samples = np.asarray(audio, dtype=np.float32)
+        if np.issubdtype(audio.dtype, np.integer):  # PCM: scale to [-1, 1)
+            full_scale = float(2 ** (8 * audio.dtype.itemsize - 1))
+            offset = full_scale if np.issubdtype(audio.dtype, np.unsignedinteger) else 0.0
+            samples = ((audio.astype(np.float64) - offset) / full_scale).astype(np.float32)
+        else:
+            samples = np.asarray(audio, dtype=np.float32)
         if not np.isfinite(samples).all():
-            raise AudioDecodeError("the samples contain NaN or infinite values")
+            raise NonFiniteAudio("the samples contain NaN or infinite values")
         return resample(samples, sample_rate, self.sample_rate)

@@ -23,11 +23,13 @@ def audio_from_request(
     body: str | None, is_base64: bool, content_type: str, settings: Settings
 ) -> bytes:
     if not body:
-        raise InvalidRequest("the request has no body: send audio or a JSON object", code="empty_body")
+        raise InvalidRequest(
+            "the request has no body: send audio or a JSON object", code="empty_body"
+        )
     if len(body) > settings.max_request_bytes * 4 // 3 + 4:
         raise _too_large(len(body), settings)
     raw = _b64decode(body, "request body") if is_base64 else body.encode("utf-8")
-    if content_type.split(";")[0].strip().lower() in JSON_TYPES or raw[:1] == b"{":
+    if content_type.split(";", maxsplit=1)[0].strip().lower() in JSON_TYPES or raw[:1] == b"{":
         return _audio_from_json(raw, settings)
     if len(raw) > settings.max_request_bytes:
         raise _too_large(len(raw), settings)

@@ -9,25 +9,29 @@ from asr.transcribe import Transcriber
 
 from .settings import Settings
 
-_lock = threading.Lock()
-_transcriber: Transcriber | None = None
-load_seconds: float | None = None
+
+class ModelCache:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._transcriber: Transcriber | None = None
+        self.load_seconds: float | None = None
+
+    def get(self, settings: Settings) -> Transcriber:
+        if self._transcriber is None:
+            with self._lock:
+                if self._transcriber is None:
+                    started = time.perf_counter()
+                    self._transcriber = Transcriber.from_dir(settings.model_dir)
+                    self.load_seconds = time.perf_counter() - started
+        return self._transcriber
+
+    def reset(self) -> None:
+        """Forget the loaded model (tests switch bundles)."""
+        with self._lock:
+            self._transcriber = None
+            self.load_seconds = None
 
 
-def get_transcriber(settings: Settings) -> Transcriber:
-    global _transcriber, load_seconds
-    if _transcriber is None:
-        with _lock:
-            if _transcriber is None:
-                started = time.perf_counter()
-                _transcriber = Transcriber.from_dir(settings.model_dir)
-                load_seconds = time.perf_counter() - started
-    return _transcriber
-
-
-def reset() -> None:
-    """Forget the loaded model (tests switch bundles)."""
-    global _transcriber, load_seconds
-    with _lock:
-        _transcriber = None
-        load_seconds = None
+_cache = ModelCache()
+get_transcriber = _cache.get
+reset = _cache.reset

@@ -34,8 +34,10 @@ class RecordOutcome:
 
 def is_s3_event(event: Any) -> bool:
     records = event.get("Records") if isinstance(event, dict) else None
-    return bool(records) and all(
-        isinstance(r, dict) and r.get("eventSource") == "aws:s3" for r in records
+    return (
+        isinstance(records, list)
+        and bool(records)
+        and all(isinstance(r, dict) and r.get("eventSource") == "aws:s3" for r in records)
     )
 
 
@@ -91,7 +93,9 @@ def process_record(
     return RecordOutcome(bucket, key, "done", output_key, transcript=transcript)
 
 
-def _error_payload(source: dict[str, Any], code: str, message: str, request_id: str) -> dict[str, Any]:
+def _error_payload(
+    source: dict[str, Any], code: str, message: str, request_id: str
+) -> dict[str, Any]:
     return {
         "status": "failed",
         "input": source,

@@ -30,7 +30,9 @@ def s3_client() -> Any:
 
 def read_object(bucket: str, key: str, *, max_bytes: int) -> S3Object:
     if not bucket or not key:
-        raise InvalidRequest("an S3 reference needs a non-empty bucket and key", code="invalid_s3_ref")
+        raise InvalidRequest(
+            "an S3 reference needs a non-empty bucket and key", code="invalid_s3_ref"
+        )
     try:
         head = s3_client().head_object(Bucket=bucket, Key=key)
         size = int(head.get("ContentLength", 0))
@@ -61,4 +63,3 @@ def write_json(bucket: str, key: str, payload: dict[str, Any]) -> None:
 
 def _strip_quotes(etag: Any) -> str | None:
     return etag.strip('"') if isinstance(etag, str) else None
-

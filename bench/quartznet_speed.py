@@ -1,0 +1,165 @@
+"""Benchmark: QuartzNet15x5-shaped bundles (random weights: speed only), warm RTF at 1 and 2
+threads, fp32 vs int8, split by stage; first-request time in a fresh process.
+
+    .venv/bin/python bench/quartznet_speed.py [--out bench/results/quartznet_speed.json]
+
+Audio: real Russian clips from ../shared/data/speech concatenated to 60 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+SPEECH = REPO.parent / "shared" / "data" / "speech"
+sys.path.insert(0, str(REPO))
+
+from asr.bundle import load_bundle  # noqa: E402
+from asr.transcribe import Transcriber  # noqa: E402
+
+from export.checkpoint import load_checkpoint  # noqa: E402
+from export.clips import file_clips  # noqa: E402
+from export.nemo_config import quartznet15x5_blocks  # noqa: E402
+from export.pipeline import ExportOptions, export_bundle  # noqa: E402
+from export.verify import Thresholds  # noqa: E402
+from tests.conftest import write_random_quartznet  # noqa: E402
+
+COLD_START = """
+import time, sys
+t0 = time.perf_counter()
+sys.path.insert(0, {lambda_dir!r})
+from asr.transcribe import Transcriber
+t1 = time.perf_counter()
+transcriber = Transcriber.from_dir({bundle!r})
+t2 = time.perf_counter()
+transcriber.transcribe({clip!r})
+t3 = time.perf_counter()
+print(t1 - t0, t2 - t1, t3 - t2)
+"""
+
+
+def sixty_seconds() -> np.ndarray:
+    clips = sorted((SPEECH / "ru").glob("*.wav"))
+    audio = np.concatenate([sf.read(str(p), dtype="float32")[0] for p in clips])
+    while audio.size < 60 * 16000:
+        audio = np.concatenate([audio, audio])
+    return audio[: 60 * 16000]
+
+
+def warm(bundle: Path, audio: np.ndarray, threads: int, repeats: int) -> dict[str, float]:
+    transcriber = Transcriber(load_bundle(bundle), threads=threads)
+    transcriber.transcribe(audio, sample_rate=16000)
+    runs = [transcriber.transcribe(audio, sample_rate=16000).timings for _ in range(repeats)]
+    seconds = audio.size / 16000
+    best = min(runs, key=lambda t: t.total)
+    return {
+        "rtf": best.total / seconds,
+        "features_ms_per_s": 1000 * best.features / seconds,
+        "model_ms_per_s": 1000 * best.model / seconds,
+        "ctc_ms_per_s": 1000 * best.ctc / seconds,
+    }
+
+
+def cold_start(bundle: Path, clip: Path) -> dict[str, float]:
+    code = COLD_START.format(
+        lambda_dir=str(REPO / "lambda_app"), bundle=str(bundle), clip=str(clip)
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    imports, load, first = (float(x) for x in out.stdout.split())
+    return {
+        "imports_s": imports,
+        "bundle_load_s": load,
+        "first_5s_clip_s": first,
+        "total_s": imports + load + first,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "bench" / "results" / "quartznet_speed.json"
+    )
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    audio = sixty_seconds()
+    clip = SPEECH / "ru" / "golos_03.wav"
+    results: dict[str, Any] = {
+        "machine": {
+            "python": platform.python_version(),
+            "onnxruntime": ort.__version__,
+            "cpu": platform.processor() or platform.machine(),
+            "date": time.strftime("%Y-%m-%d"),
+        },
+        "rows": [],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        nemo = write_random_quartznet(Path(tmp) / "q15x5.nemo", quartznet15x5_blocks())
+        for precision in ("fp32", "int8"):
+            bundle = Path(tmp) / precision
+            export_bundle(
+                load_checkpoint(nemo),
+                bundle,
+                file_clips([clip], 16000),
+                ExportOptions(
+                    model_id=f"q15x5-{precision}",
+                    precision=precision,
+                    thresholds=Thresholds(min_int8_token_agreement=0.0, max_int8_cer_vs_fp32=1.0),
+                ),
+                step=lambda m: None,
+            )
+            size_mb = (bundle / "model.onnx").stat().st_size / 1e6
+            for threads in (1, 2):
+                row = {
+                    "model": "QuartzNet15x5 shape",
+                    "precision": precision,
+                    "threads": threads,
+                    "model_mb": round(size_mb, 1),
+                    **warm(bundle, audio, threads, args.repeats),
+                }
+                results["rows"].append(row)
+            results.setdefault("cold_start", {})[precision] = cold_start(bundle, clip)
+    demo = REPO / "demo" / "bundle"
+    if demo.is_dir():
+        results["rows"].append(
+            {
+                "model": "demo (trained)",
+                "precision": "int8",
+                "threads": 1,
+                "model_mb": round((demo / "model.onnx").stat().st_size / 1e6, 2),
+                **warm(demo, audio, 1, args.repeats),
+            }
+        )
+        results.setdefault("cold_start", {})["demo"] = cold_start(demo, clip)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(
+        "| model | precision | threads | model MB | RTF | features ms/s | model ms/s | CTC ms/s |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results["rows"]:
+        print(
+            f"| {r['model']} | {r['precision']} | {r['threads']} | {r['model_mb']} | {r['rtf']:.4f} "
+            f"| {r['features_ms_per_s']:.2f} | {r['model_ms_per_s']:.2f} | {r['ctc_ms_per_s']:.3f} |"
+        )
+    print("\n| bundle | imports s | bundle load s | first 5 s clip s | total s |")
+    print("|---|---|---|---|---|")
+    for name, c in results["cold_start"].items():
+        print(
+            f"| {name} | {c['imports_s']:.2f} | {c['bundle_load_s']:.2f} | {c['first_5s_clip_s']:.2f} | {c['total_s']:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""Turn uploaded audio (bytes or a file) into mono float32 samples at the model's rate.
+
+libsndfile (through soundfile) decodes WAV, FLAC, OGG Vorbis/Opus and MP3 in process; anything
+it cannot open goes to ffmpeg. Channels are averaged and the result is resampled with
+``resample.resample``.
+
+Truncation policy: a file cut short decodes to what is there when the decoder can tell
+(WAV whose header claims more data, MP3, anything ffmpeg reads), as recorders that were
+stopped mid-write produce such files; a decoder that loses sync mid-stream (a truncated
+FLAC) is an AudioDecodeError rather than a silently partial transcript. A WAV whose header
+says 0 frames over real data (never finalised) is read to its end by ffmpeg.
+
+``max_duration_s`` bounds the decoded duration at the source rate, codec padding included
+(AAC adds up to one frame): libsndfile's declared length is checked before any sample is
+read, and both decoders stop as soon as the bound is passed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Final, Literal
+
+import numpy as np
+import numpy.typing as npt
+import soundfile as sf
+
+from .errors import (
+    AudioDecodeError,
+    AudioTooLong,
+    DecoderUnavailable,
+    EmptyAudio,
+    NonFiniteAudio,
+)
+from .ffmpeg import ffmpeg_decode
+from .resample import resample
+
+Decoder = Literal["soundfile", "ffmpeg"]
+
+# Samples (frames x channels) read per block: 4 MB whatever the channel count.
+_BLOCK_SAMPLES: Final = 1 << 20
+# The declared length is preallocated up to 1 GB (93 min at 48 kHz). np.empty only reserves
+# address space and pages count once written, so a header that lies costs nothing.
+_MAX_PREALLOCATED_FRAMES: Final = 1 << 28
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    samples: npt.NDArray[np.float32]  # 1-D, at sample_rate
+    sample_rate: int
+    original_sample_rate: int  # of the decoded stream
+    channels: int  # of the decoded stream, before down-mixing
+    decoder: Decoder
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples.size / self.sample_rate
+
+
+def decode_audio(
+    source: bytes | str | os.PathLike[str],
+    sample_rate: int,
+    *,
+    max_duration_s: float | None = None,
+    ffmpeg_timeout_s: float = 60.0,
+) -> DecodedAudio:
+    """Decode ``source`` (file contents or a path) to mono float32 at ``sample_rate`` Hz.
+
+    Raises EmptyAudio (no bytes or no samples), AudioTooLong (longer than
+    ``max_duration_s``, checked from the header before decoding when it has one),
+    AudioDecodeError (not audio, corrupt, truncated beyond use), NonFiniteAudio (NaN/inf
+    samples), DecodeTimeout and DecoderUnavailable (the format needs ffmpeg, none found).
+    A path that does not exist raises FileNotFoundError: that is the caller's bug.
+    """
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    if max_duration_s is not None and max_duration_s <= 0:
+        raise ValueError(f"max_duration_s must be positive, got {max_duration_s}")
+    if isinstance(source, bytes):
+        if not source:
+            raise EmptyAudio("the audio is empty (0 bytes)")
+    elif os.stat(source).st_size == 0:
+        raise EmptyAudio("the audio file is empty (0 bytes)")
+
+    opened = _open_soundfile(source)
+    if opened is not None:
+        with opened:
+            samples, rate, channels = _read_soundfile(opened, max_duration_s)
+        if samples.size:
+            return _finish(
+                resample(samples, rate, sample_rate), sample_rate, rate, channels, "soundfile"
+            )
+        # A WAV whose header was never finalised says "0 frames" over real data; ffmpeg
+        # reads such files to the end. Anything else without samples is empty.
+        try:
+            samples, rate, channels = _decode_ffmpeg(
+                source, sample_rate, max_duration_s, ffmpeg_timeout_s
+            )
+        except (AudioDecodeError, DecoderUnavailable):
+            raise EmptyAudio("the audio contains no samples") from None
+    else:
+        samples, rate, channels = _decode_ffmpeg(
+            source, sample_rate, max_duration_s, ffmpeg_timeout_s
+        )
+    return _finish(samples, sample_rate, rate, channels, "ffmpeg")
+
+
+def _finish(
+    samples: npt.NDArray[np.float32],
+    sample_rate: int,
+    original_sample_rate: int,
+    channels: int,
+    decoder: Decoder,
+) -> DecodedAudio:
+    if samples.size == 0:
+        raise EmptyAudio("the audio contains no samples")
+    if not np.isfinite(samples).all():
+        raise NonFiniteAudio("the audio contains NaN or infinite sample values")
+    return DecodedAudio(
+        samples=samples,
+        sample_rate=sample_rate,
+        original_sample_rate=original_sample_rate,
+        channels=channels,
+        decoder=decoder,
+    )
+
+
+def _open_soundfile(source: bytes | str | os.PathLike[str]) -> sf.SoundFile | None:
+    """The file opened by libsndfile, or None when it does not recognise the format."""
+    target: BinaryIO | str | os.PathLike[str] = (
+        io.BytesIO(source) if isinstance(source, bytes) else source
+    )
+    try:
+        return sf.SoundFile(target)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        return None
+
+
+def _read_soundfile(
+    f: sf.SoundFile, max_duration_s: float | None
+) -> tuple[npt.NDArray[np.float32], int, int]:
+    """Read and down-mix block by block: memory is the mono signal, not every channel."""
+    rate, channels = int(f.samplerate), int(f.channels)
+    if rate <= 0 or channels <= 0:
+        raise AudioDecodeError(f"the audio header is invalid ({rate} Hz, {channels} channels)")
+    limit = None if max_duration_s is None else round(max_duration_s * rate)
+    declared = int(f.frames) if f.frames > 0 else 0
+    if limit is not None and declared > limit:
+        raise AudioTooLong(
+            f"audio is {declared / rate:.1f} s, longer than the maximum of {max_duration_s:g} s"
+        )
+    block_frames = max(1, _BLOCK_SAMPLES // channels)
+    mono = np.empty(min(declared, _MAX_PREALLOCATED_FRAMES), dtype=np.float32)
+    n = 0
+    while True:
+        try:
+            block = f.read(block_frames, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            reason = getattr(exc, "error_string", "") or "read error"
+            raise AudioDecodeError(
+                f"the audio data is corrupt or truncated ({reason.strip().rstrip('.')})"
+            ) from None
+        if block.shape[0] == 0:
+            break
+        if limit is not None and n + block.shape[0] > limit:
+            raise AudioTooLong(f"audio is longer than the maximum of {max_duration_s:g} s")
+        if n + block.shape[0] > mono.size:
+            # Longer than declared or preallocated: double.
+            mono = np.concatenate([mono[:n], np.empty(max(n, block_frames), np.float32)])
+        target = mono[n : n + block.shape[0]]
+        if channels == 1:
+            target[:] = block[:, 0]
+        else:
+            np.mean(block, axis=1, dtype=np.float32, out=target)
+        n += block.shape[0]
+    return mono[:n], rate, channels
+
+
+def _decode_ffmpeg(
+    source: bytes | str | os.PathLike[str],
+    sample_rate: int,
+    max_duration_s: float | None,
+    timeout_s: float,
+) -> tuple[npt.NDArray[np.float32], int, int]:
+    if isinstance(source, bytes):
+        # ffmpeg needs a seekable file for MP4 (moov at the end): a private directory that
+        # is removed whatever happens, timeout and errors included.
+        with tempfile.TemporaryDirectory(prefix="asr-audio-") as tmp:
+            path = Path(tmp) / "input"
+            path.write_bytes(source)
+            result = ffmpeg_decode(
+                path, sample_rate, max_duration_s=max_duration_s, timeout_s=timeout_s
+            )
+    else:
+        result = ffmpeg_decode(
+            source, sample_rate, max_duration_s=max_duration_s, timeout_s=timeout_s
+        )
+    return result.samples, result.original_sample_rate, result.channels

