@@ -149,17 +149,15 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     for r in results["rows"]:
-        print(
-            f"| {r['model']} | {r['precision']} | {r['threads']} | {r['model_mb']} | {r['rtf']:.4f} "
-            f"| {r['features_ms_per_s']:.2f} | {r['model_ms_per_s']:.2f} | {r['ctc_ms_per_s']:.3f} |"
-        )
+        cells = [r["model"], r["precision"], r["threads"], r["model_mb"], f"{r['rtf']:.4f}"]
+        cells += [f"{r[k]:.2f}" for k in ("features_ms_per_s", "model_ms_per_s")]
+        cells.append(f"{r['ctc_ms_per_s']:.3f}")
+        print("| " + " | ".join(str(c) for c in cells) + " |")
     print("\n| bundle | imports s | bundle load s | first 5 s clip s | total s |")
     print("|---|---|---|---|---|")
     for name, c in results["cold_start"].items():
-        print(
-            f"| {name} | {c['imports_s']:.2f} | {c['bundle_load_s']:.2f} | {c['first_5s_clip_s']:.2f} | {c['total_s']:.2f} |"
-        )
-
+        keys = ("imports_s", "bundle_load_s", "first_5s_clip_s", "total_s")
+        print(f"| {name} | " + " | ".join(f"{c[k]:.2f}" for k in keys) + " |")
 
 if __name__ == "__main__":
     main()

@@ -6,6 +6,7 @@ Transcript (asr.transcribe), and errors become responses in one place (``_error_
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from asr.errors import AsrError, AudioTooLong
@@ -25,8 +26,12 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-logger = Logger(service="asr")
-metrics = Metrics(namespace="LambdaAsr", service="asr")
+# The template sets POWERTOOLS_SERVICE_NAME / POWERTOOLS_METRICS_NAMESPACE; these are defaults.
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "asr"))
+metrics = Metrics(
+    namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "LambdaAsr"),
+    service=os.environ.get("POWERTOOLS_SERVICE_NAME", "asr"),
+)
 settings = Settings.from_env()
 
 http_api = APIGatewayHttpResolver()

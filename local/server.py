@@ -1,0 +1,215 @@
+"""A loopback HTTP server that stands in for API Gateway (HTTP API, payload format 2.0).
+
+Each request becomes the event API Gateway would send (binary bodies base64-encoded,
+lower-case headers, duplicate headers joined with commas), the handler runs in this
+process, and its response goes back as HTTP. Like a Lambda container it handles one
+request at a time. What it enforces of the real service: the 10 MB HTTP API body limit
+and Lambda's 6 MB synchronous payload limit (413), and the 30 s integration timeout (503,
+reported after the handler finishes). It has no route table: unknown paths reach the
+handler, which answers 404.
+
+    python -m local serve --bundle demo/bundle --port 3000 --upload clip.wav
+
+    curl -s localhost:3000/health
+    curl -s --data-binary @clip.wav -H 'content-type: audio/wav' localhost:3000/transcribe
+    curl -s -H 'content-type: application/json' \\
+         -d "{\\"audio\\": \\"$(base64 -w0 clip.wav)\\"}" localhost:3000/transcribe
+    curl -s -H 'content-type: application/json' \\
+         -d '{"s3": {"bucket": "asr-local-input", "key": "uploads/clip.wav"}}' \\
+         localhost:3000/transcribe
+
+S3 references resolve against moto's in-process S3 (``--upload`` puts files there).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+LOOPBACK = "127.0.0.1"
+HTTP_API_MAX_BODY_BYTES = 10 * 1024 * 1024
+LAMBDA_SYNC_PAYLOAD_BYTES = 6 * 1024 * 1024
+INTEGRATION_TIMEOUT_S = 30.0
+# Content types API Gateway passes as text; every other body arrives base64-encoded.
+TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript")
+TEXT_SUFFIXES = ("+json", "+xml")
+
+Invoke = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def is_text(content_type: str) -> bool:
+    media = content_type.split(";", maxsplit=1)[0].strip().lower()
+    return media.startswith(TEXT_TYPES) or media.endswith(TEXT_SUFFIXES)
+
+
+def build_event(
+    method: str, target: str, headers: Message, body: bytes, source_ip: str
+) -> dict[str, Any]:
+    """The payload-2.0 event API Gateway sends for this request."""
+    url = urlsplit(target)
+    now = time.time()
+    joined: dict[str, str] = {}
+    cookies: list[str] = []
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower == "cookie":
+            cookies += [c.strip() for c in value.split(";") if c.strip()]
+        else:
+            joined[lower] = f"{joined[lower]},{value}" if lower in joined else value
+    query: dict[str, str] = {}
+    for name, value in parse_qsl(url.query, keep_blank_values=True):
+        query[name] = f"{query[name]},{value}" if name in query else value
+    route_key = f"{method} {url.path}"
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": route_key,
+        "rawPath": url.path,
+        "rawQueryString": url.query,
+        "headers": joined,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "local",
+            "domainName": joined.get("host", f"{LOOPBACK}"),
+            "domainPrefix": "local",
+            "http": {
+                "method": method,
+                "path": url.path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": source_ip,
+                "userAgent": joined.get("user-agent", ""),
+            },
+            "requestId": uuid.uuid4().hex[:16],
+            "routeKey": route_key,
+            "stage": "$default",
+            "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+            "timeEpoch": int(now * 1000),
+        },
+        "isBase64Encoded": False,
+    }
+    if cookies:
+        event["cookies"] = cookies
+    if query:
+        event["queryStringParameters"] = query
+    if body:
+        text = _as_text(body) if is_text(joined.get("content-type", "")) else None
+        if text is None:
+            event["body"], event["isBase64Encoded"] = base64.b64encode(body).decode("ascii"), True
+        else:
+            event["body"] = text
+    return event
+
+
+def _as_text(body: bytes) -> str | None:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def http_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Status, headers and body for the handler's (payload 2.0) response."""
+    if not isinstance(result, dict) or "statusCode" not in result:
+        # Payload 2.0: a response without statusCode is a 200 JSON body.
+        return 200, [("content-type", "application/json")], json.dumps(result).encode("utf-8")
+    headers = [(str(k), str(v)) for k, v in (result.get("headers") or {}).items()]
+    for name, values in (result.get("multiValueHeaders") or {}).items():
+        headers += [(str(name), str(v)) for v in values]
+    headers += [("set-cookie", str(c)) for c in result.get("cookies") or []]
+    body = result.get("body") or ""
+    raw = base64.b64decode(body) if result.get("isBase64Encoded") else str(body).encode("utf-8")
+    return int(result["statusCode"]), headers, raw
+
+
+class ApiGatewayEmulator(HTTPServer):
+    def __init__(self, port: int, invoke: Invoke, *, log: bool = True) -> None:
+        super().__init__((LOOPBACK, port), _RequestHandler)
+        self.invoke = invoke
+        self.log = log
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.server_address[1]}"
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    server: ApiGatewayEmulator
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self._proxy()
+
+    def do_POST(self) -> None:
+        self._proxy()
+
+    def do_PUT(self) -> None:
+        self._proxy()
+
+    def do_PATCH(self) -> None:
+        self._proxy()
+
+    def do_DELETE(self) -> None:
+        self._proxy()
+
+    def do_OPTIONS(self) -> None:
+        self._proxy()
+
+    def do_HEAD(self) -> None:
+        self._proxy()
+
+    def _proxy(self) -> None:
+        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+            self._gateway_error(411, "Length Required")
+            return
+        length = int(self.headers.get("content-length") or 0)
+        if length > HTTP_API_MAX_BODY_BYTES:
+            self._gateway_error(413, "Request Entity Too Large")
+            return
+        body = self.rfile.read(length) if length else b""
+        event = build_event(self.command, self.path, self.headers, body, self.client_address[0])
+        if len(json.dumps(event)) > LAMBDA_SYNC_PAYLOAD_BYTES:
+            self._note("the event exceeds Lambda's 6 MB synchronous payload limit")
+            self._gateway_error(413, "Request Entity Too Large")
+            return
+        started = time.perf_counter()
+        try:
+            result = self.server.invoke(event)
+        except Exception:
+            self._note("the handler raised:\n" + traceback.format_exc())
+            self._gateway_error(500, "Internal Server Error")
+            return
+        if time.perf_counter() - started > INTEGRATION_TIMEOUT_S:
+            self._note(f"the handler took longer than API Gateway's {INTEGRATION_TIMEOUT_S:g} s")
+            self._gateway_error(503, "Service Unavailable")
+            return
+        self._send(*http_response(result))
+
+    def _gateway_error(self, status: int, message: str) -> None:
+        body = json.dumps({"message": message}).encode("utf-8")
+        self._send(status, [("content-type", "application/json")], body)
+
+    def _send(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.send_response(status)
+        for name, value in headers:
+            if name.lower() not in {"content-length", "connection"}:
+                self.send_header(name, value)
+        self.send_header("content-length", str(len(body)))
+        self.send_header("apigw-requestid", "local")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _note(self, text: str) -> None:
+        print(f"[api-gateway emulator] {text}", file=sys.stderr)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.log:
+            super().log_message(format, *args)
