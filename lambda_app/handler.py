@@ -6,6 +6,7 @@ Transcript (asr.transcribe), and errors become responses in one place (``_error_
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -154,5 +155,12 @@ def _handle_s3(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if is_s3_event(event):
         return _handle_s3(event, context)
+    if not isinstance(event, dict) or not isinstance(event.get("requestContext"), dict):
+        logger.warning(
+            "unsupported event",
+            extra={"keys": sorted(event)[:10] if isinstance(event, dict) else None},
+        )
+        body = {"code": "unsupported_event", "message": "expected an API Gateway or S3 event"}
+        return {"statusCode": 400, "body": json.dumps({"error": body})}
     app = http_api if event.get("version") == "2.0" else rest_api
     return app.resolve(event, context)

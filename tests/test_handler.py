@@ -306,3 +306,9 @@ def test_cli_transcribes_files_and_reports_bad_ones(
     assert out.out.startswith(f"{clip}\t") and "audio_undecodable" in out.err
     assert main(["--bundle", str(tiny_bundle), "--json", str(clip)]) == 0
     assert json.loads(capsys.readouterr().out)["model_id"] == "tiny-random"
+
+
+def test_an_event_that_is_neither_api_nor_s3_is_refused(handler: Any) -> None:
+    for event in ({}, {"Records": []}, {"Records": [{"eventSource": "aws:sqs"}]}):
+        status, body = invoke(handler, event)
+        assert (status, body["error"]["code"]) == (400, "unsupported_event")
