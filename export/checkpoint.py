@@ -8,7 +8,6 @@ may sit under ``./``. A plain state_dict (``.pt``/``.ckpt``, optionally Lightnin
 
 from __future__ import annotations
 
-import hashlib
 import io
 import tarfile
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ from typing import Any
 
 import torch
 import yaml
+from asr.bundle import sha256_of
 
 from .quartznet import CheckpointError, QuartzNetCTC, QuartzNetSpec
 
@@ -40,14 +40,6 @@ class LoadedCheckpoint:
         return {k[len(prefix) :]: v for k, v in self.state_dict.items() if k.startswith(prefix)}
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_checkpoint(path: Path, config_path: Path | None = None) -> LoadedCheckpoint:
     """Load a ``.nemo`` archive, or a state_dict file plus its ``model_config.yaml``."""
     if not path.is_file():
@@ -63,7 +55,7 @@ def load_checkpoint(path: Path, config_path: Path | None = None) -> LoadedCheckp
             )
         config = _read_yaml(config_path.read_bytes(), str(config_path))
         state_dict = _read_state_dict(path.read_bytes(), str(path))
-    return LoadedCheckpoint(config, state_dict, file_sha256(path), path)
+    return LoadedCheckpoint(config, state_dict, sha256_of(path), path)
 
 
 def build_quartznet(checkpoint: LoadedCheckpoint) -> QuartzNetCTC:

@@ -152,24 +152,26 @@ def test_gate_refuses_and_names_the_threshold(tmp_path: Path, tiny_nemo: Path) -
     assert failed["passed"] is False and failed["failures"]
 
 
+def cli_args(checkpoint: Path, clip: str, *extra: str) -> list[str]:
+    """Export CLI arguments for a random-weight model (token gate off) on one clip."""
+    return [
+        "quartznet", str(checkpoint), "--no-synthetic", "--verify-audio", clip,
+        "--max-cer-vs-fp32", "1", *extra,
+    ]  # fmt: skip
+
+
 def test_cli_exports_and_refuses(
     tmp_path: Path, tiny_nemo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     clip = str(speech_dir() / "ru" / "golos_01.wav")
-    common = [
-        "quartznet",
-        str(tiny_nemo),
-        "--no-synthetic",
-        "--verify-audio",
-        clip,
-        "--max-cer-vs-fp32",
-        "1",
-    ]
-    assert export_main([*common, "--out", str(tmp_path / "ok"), "--min-token-agreement", "0"]) == 0
+    ok = cli_args(tiny_nemo, clip, "--out", str(tmp_path / "ok"), "--min-token-agreement", "0")
+    assert export_main(ok) == 0
     assert load_bundle(tmp_path / "ok").config.model_id == "tiny"
-    assert export_main([*common, "--out", str(tmp_path / "ok"), "--min-token-agreement", "0"]) == 2
+    assert export_main(ok) == 2
     assert "exists" in capsys.readouterr().err
-    code = export_main([*common, "--out", str(tmp_path / "no"), "--max-logprob-diff", "-1"])
+    code = export_main(
+        cli_args(tiny_nemo, clip, "--out", str(tmp_path / "no"), "--max-logprob-diff", "-1")
+    )
     assert code == 3
     assert "export refused" in capsys.readouterr().err
     assert not (tmp_path / "no").exists()
@@ -205,21 +207,7 @@ def _write(path: Path, data: bytes) -> Path:
 
 def test_pre_2_5_nemo_front_end_is_selectable(tmp_path: Path, tiny_nemo: Path) -> None:
     clip = str(speech_dir() / "ru" / "golos_05.wav")
-    args = [
-        "quartznet",
-        str(tiny_nemo),
-        "--no-synthetic",
-        "--verify-audio",
-        clip,
-        "--max-cer-vs-fp32",
-        "1",
-        "--min-token-agreement",
-        "0",
-        "--nemo-stft",
-        "legacy",
-        "--out",
-        str(tmp_path / "legacy"),
-    ]
-    assert export_main(args) == 0
-    frontend = load_bundle(tmp_path / "legacy").config.frontend
+    extra = ("--min-token-agreement", "0", "--nemo-stft", "legacy", "--out", str(tmp_path / "l"))
+    assert export_main(cli_args(tiny_nemo, clip, *extra)) == 0
+    frontend = load_bundle(tmp_path / "l").config.frontend
     assert (frontend.stft_pad_mode, frontend.valid_frames) == ("reflect", "all")
