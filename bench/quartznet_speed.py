@@ -159,5 +159,6 @@ def main() -> None:
         keys = ("imports_s", "bundle_load_s", "first_5s_clip_s", "total_s")
         print(f"| {name} | " + " | ".join(f"{c[k]:.2f}" for k in keys) + " |")
 
+
 if __name__ == "__main__":
     main()
