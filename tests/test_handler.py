@@ -309,6 +309,7 @@ def test_cli_transcribes_files_and_reports_bad_ones(
 
 
 def test_an_event_that_is_neither_api_nor_s3_is_refused(handler: Any) -> None:
-    for event in ({}, {"Records": []}, {"Records": [{"eventSource": "aws:sqs"}]}):
+    events: list[dict[str, Any]] = [{}, {"Records": []}, {"Records": [{"eventSource": "aws:sqs"}]}]
+    for event in events:
         status, body = invoke(handler, event)
         assert (status, body["error"]["code"]) == (400, "unsupported_event")
