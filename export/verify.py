@@ -195,8 +195,8 @@ def _cer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
     return float(jiwer.cer([r for r, _ in pairs], [h for _, h in pairs]))
 
 
-def edit_distance(left: Sequence[int], right: Sequence[int]) -> int:
-    """Levenshtein distance between two token sequences (one row of the DP at a time)."""
+def edit_distance(left: Sequence[object], right: Sequence[object]) -> int:
+    """Levenshtein distance between two sequences (token ids, or a string's characters)."""
     previous = list(range(len(right) + 1))
     for i, token in enumerate(left, start=1):
         current = [i]
