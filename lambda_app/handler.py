@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from asr.errors import AsrError, AudioTooLong
+from asr.transcribe import Transcriber
 from asr_service import model_cache
 from asr_service.api_request import audio_from_request
 from asr_service.s3_events import is_s3_event, process_record
@@ -39,7 +40,7 @@ http_api = APIGatewayHttpResolver()
 rest_api = APIGatewayRestResolver()
 
 
-def _transcriber() -> Any:
+def _transcriber() -> Transcriber:
     return model_cache.get_transcriber(settings)
 
 

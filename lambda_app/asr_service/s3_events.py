@@ -9,6 +9,7 @@ a trigger misconfigured to watch the outputs cannot loop.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
@@ -48,7 +49,7 @@ def output_key_for(key: str, settings: Settings) -> str:
 def process_record(
     record: dict[str, Any],
     settings: Settings,
-    transcriber_factory: Any,
+    transcriber_factory: Callable[[], Transcriber],
     request_id: str,
 ) -> RecordOutcome:
     s3 = record.get("s3", {})
@@ -65,8 +66,9 @@ def process_record(
             raise InvalidRequest("the S3 record names no bucket or key", code="invalid_s3_event")
         obj = read_object(bucket, key, max_bytes=settings.max_s3_object_bytes)
         source["etag"] = obj.etag or source["etag"]
-        transcriber: Transcriber = transcriber_factory()
-        transcript = transcriber.transcribe(obj.data, max_duration_s=settings.max_s3_audio_seconds)
+        transcript = transcriber_factory().transcribe(
+            obj.data, max_duration_s=settings.max_s3_audio_seconds
+        )
     except AsrError as exc:
         payload = _error_payload(source, exc.code, exc.message, request_id)
         write_json(output_bucket, output_key, payload)
