@@ -128,11 +128,11 @@ def export_bundle(
             json.dumps(config.to_dict(), ensure_ascii=False, indent=2), encoding="utf-8"
         )
         write_checksums(bundle_dir, config)
-        load_bundle(bundle_dir)  # the runtime's own validation, before anything is replaced
+        staged = load_bundle(bundle_dir)  # the runtime's own validation, before replacing
         if out_dir.exists():
             shutil.rmtree(out_dir)
         bundle_dir.rename(out_dir)
-    return load_bundle(out_dir)
+    return replace(staged, root=out_dir)
 
 
 def check_preprocessor_buffers(checkpoint: LoadedCheckpoint, frontend: FrontendConfig) -> None:

@@ -144,27 +144,6 @@ class _RequestHandler(BaseHTTPRequestHandler):
     server: ApiGatewayEmulator
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:
-        self._proxy()
-
-    def do_POST(self) -> None:
-        self._proxy()
-
-    def do_PUT(self) -> None:
-        self._proxy()
-
-    def do_PATCH(self) -> None:
-        self._proxy()
-
-    def do_DELETE(self) -> None:
-        self._proxy()
-
-    def do_OPTIONS(self) -> None:
-        self._proxy()
-
-    def do_HEAD(self) -> None:
-        self._proxy()
-
     def _proxy(self) -> None:
         if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
             self._gateway_error(411, "Length Required")
@@ -191,6 +170,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._gateway_error(503, "Service Unavailable")
             return
         self._send(*http_response(result))
+
+    # http.server dispatches on do_<METHOD>; every method goes to the handler as API Gateway would.
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _proxy  # noqa: N815
 
     def _gateway_error(self, status: int, message: str) -> None:
         body = json.dumps({"message": message}).encode("utf-8")
