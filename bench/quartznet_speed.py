@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 from asr.bundle import load_bundle  # noqa: E402
 from asr.transcribe import Transcriber  # noqa: E402
 
-from export.checkpoint import load_checkpoint  # noqa: E402
+from export.checkpoint import load_checkpoint, load_quartznet  # noqa: E402
 from export.clips import file_clips  # noqa: E402
 from export.nemo_config import quartznet15x5_blocks  # noqa: E402
 from export.pipeline import ExportOptions, export_bundle  # noqa: E402
@@ -109,7 +109,7 @@ def main() -> None:
         for precision in ("fp32", "int8"):
             bundle = Path(tmp) / precision
             export_bundle(
-                load_checkpoint(nemo),
+                load_quartznet(load_checkpoint(nemo)),
                 bundle,
                 file_clips([clip], 16000),
                 ExportOptions(

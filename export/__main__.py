@@ -17,10 +17,10 @@ from asr.bundle import sha256_of
 from asr.errors import AsrError
 from tqdm import tqdm
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, load_quartznet
 from .clips import file_clips, manifest_clips, synthetic_clips
 from .download import REGISTRY, DownloadError, download
-from .nemo_config import NemoStft, frontend_from_nemo
+from .nemo_config import NemoStft
 from .pipeline import ExportOptions, ExportRejected, export_bundle
 from .quartznet import CheckpointError
 from .verify import Thresholds
@@ -51,9 +51,9 @@ def _export(args: argparse.Namespace) -> int:
     nemo_stft: NemoStft = args.nemo_stft or (
         REGISTRY[args.download].nemo_stft if args.download else "2.5"
     )
-    checkpoint = load_checkpoint(checkpoint_path, args.config)
+    source = load_quartznet(load_checkpoint(checkpoint_path, args.config), nemo_stft)
     model_id = args.model_id or checkpoint_path.stem
-    sample_rate = frontend_from_nemo(checkpoint.config, nemo_stft).sample_rate
+    sample_rate = source.frontend.sample_rate
     clips = [] if args.no_synthetic else synthetic_clips(sample_rate)
     clips += file_clips(args.verify_audio, sample_rate)
     clips += manifest_clips(args.verify_manifest, sample_rate)
@@ -67,11 +67,10 @@ def _export(args: argparse.Namespace) -> int:
         ),
         precision=args.precision,
         overwrite=args.force,
-        nemo_stft=nemo_stft,
     )
     with tqdm(total=len(clips), desc="verifying", unit="clip", disable=None) as bar:
         bundle = export_bundle(
-            checkpoint,
+            source,
             args.out,
             clips,
             options,

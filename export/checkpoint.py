@@ -18,8 +18,11 @@ from typing import Any
 import torch
 import yaml
 from asr.bundle import sha256_of
+from asr.tokens import Vocabulary
 
+from .nemo_config import NemoStft, check_preprocessor_buffers, frontend_from_nemo
 from .quartznet import CheckpointError, QuartzNetCTC, QuartzNetSpec
+from .source_model import SourceModel
 
 CONFIG_MEMBER = "model_config.yaml"
 WEIGHTS_MEMBER = "model_weights.ckpt"
@@ -84,6 +87,26 @@ def build_quartznet(checkpoint: LoadedCheckpoint) -> QuartzNetCTC:
             )
     model.load_state_dict(weights, strict=True)
     return model.eval()
+
+
+def load_quartznet(checkpoint: LoadedCheckpoint, nemo_stft: NemoStft = "2.5") -> SourceModel:
+    """A QuartzNet/Jasper ``.nemo`` as the export pipeline's input."""
+    model = build_quartznet(checkpoint)
+    frontend = frontend_from_nemo(checkpoint.config, nemo_stft)
+    check_preprocessor_buffers(checkpoint.preprocessor_buffers, frontend)
+    return SourceModel(
+        model=model,
+        family="quartznet",
+        frontend=frontend,
+        vocabulary=Vocabulary.from_labels(model.spec.vocabulary),
+        token_kind="char",
+        subsampling=model.spec.subsampling,
+        source={
+            "checkpoint": checkpoint.path.name,
+            "checkpoint_sha256": checkpoint.sha256,
+            "architecture": "QuartzNet/Jasper (NeMo ConvASREncoder + ConvASRDecoder)",
+        },
+    )
 
 
 def write_nemo(

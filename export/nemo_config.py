@@ -135,3 +135,27 @@ def preprocessor_state(frontend: FrontendConfig) -> dict[str, torch.Tensor]:
         "preprocessor.featurizer.window": torch.hann_window(frontend.win_length, periodic=False),
         "preprocessor.featurizer.fb": torch.from_numpy(np.asarray(fb, dtype=np.float32))[None],
     }
+
+
+def check_preprocessor_buffers(
+    stored: Mapping[str, torch.Tensor], frontend: FrontendConfig
+) -> None:
+    """The checkpoint's stored window and filterbank (``preprocessor.featurizer.*`` without
+    the prefix) must equal what the runtime computes: otherwise the bundle would feed the
+    model other features than it was trained on."""
+    ours = {k.rsplit(".", 1)[-1]: v for k, v in preprocessor_state(frontend).items()}
+    for name in ("window", "fb"):
+        if name not in stored:
+            continue
+        theirs = stored[name].float()
+        if tuple(theirs.shape) != tuple(ours[name].shape):
+            raise CheckpointError(
+                f"preprocessor.featurizer.{name} has shape {tuple(theirs.shape)}, the config "
+                f"implies {tuple(ours[name].shape)}"
+            )
+        difference = float((theirs - ours[name]).abs().max())
+        if difference > 1e-5:
+            raise CheckpointError(
+                f"preprocessor.featurizer.{name} differs from the front end the config "
+                f"describes (max |Δ| {difference:.2e}); refusing to export mismatched features"
+            )

@@ -1,8 +1,9 @@
 """PyTorch → ONNX (fp32) with a dynamic batch and time axis.
 
-Batch norms are folded into the convolution before them first: inference maths is
-unchanged (eval-mode BN is an affine map per channel) and the quantiser then sees plain
-Conv + bias, which int8 kernels run without a float BN in between.
+QuartzNet's batch norms are folded into the convolution before them first: inference maths
+is unchanged (eval-mode BN is an affine map per channel) and the quantiser then sees plain
+Conv + bias, which int8 kernels run without a float BN in between. (onnxruntime fuses the
+Conformer's depthwise Conv + BN itself when it loads the graph.)
 """
 
 from __future__ import annotations
@@ -47,10 +48,9 @@ def _fold(conv: nn.Conv1d, norm: nn.BatchNorm1d) -> None:
     conv.bias = nn.Parameter((bias - norm.running_mean) * scale + norm.bias)
 
 
-def export_onnx(model: QuartzNetCTC, path: Path, *, example_frames: int = 400) -> None:
-    """Write ``model`` (BNs folded) as an fp32 ONNX graph at ``path``."""
-    folded = fold_batch_norms(model)
-    n_mels = model.spec.feat_in
+def export_onnx(model: nn.Module, path: Path, *, n_mels: int, example_frames: int = 400) -> None:
+    """Write ``model`` (QuartzNet: BNs folded) as an fp32 ONNX graph at ``path``."""
+    folded = fold_batch_norms(model) if isinstance(model, QuartzNetCTC) else model.eval()
     features = torch.randn(1, n_mels, example_frames)
     lengths = torch.tensor([example_frames], dtype=torch.int64)
     dynamic_axes = {

@@ -1,4 +1,9 @@
-"""Checkpoint → fp32 ONNX → int8 ONNX → verification → bundle (or a refusal)."""
+"""Source model → fp32 ONNX → int8 ONNX → verification → bundle (or a refusal).
+
+Every loader (QuartzNet ``.nemo``, GigaAM ``.ckpt``, NeMo Conformer ``.nemo``) hands over a
+``SourceModel``; an already-exported upstream ONNX graph takes ``export_onnx_bundle``,
+where the fp32 graph itself is the reference.
+"""
 
 from __future__ import annotations
 
@@ -15,17 +20,16 @@ import onnx
 import onnxruntime as ort
 import torch
 from asr.acoustic_model import OnnxAcousticModel
-from asr.bundle import CONFIG_FILE, ModelBundle, load_bundle, write_checksums
-from asr.config import BundleConfig, FrontendConfig, ModelConfig, TokensConfig
-from asr.frontend import NemoMelFrontend
+from asr.bundle import CONFIG_FILE, ModelBundle, load_bundle, sha256_of, write_checksums
+from asr.config import BundleConfig, ModelConfig, TokensConfig
+from asr.frontend import make_frontend
 from asr.tokens import Vocabulary
 
-from .checkpoint import LoadedCheckpoint, build_quartznet
-from .nemo_config import NemoStft, frontend_from_nemo, preprocessor_state
 from .onnx_export import export_onnx
-from .quantize import DEFAULT_SCHEME, QuantizationScheme, quantize
+from .quantize import CONFORMER_SCHEME, DEFAULT_SCHEME, QuantizationScheme, quantize
 from .quartznet import CheckpointError
-from .verify import Clip, Thresholds, VerificationReport, torch_log_probs, verify
+from .source_model import SourceModel
+from .verify import Clip, LogProbsFn, Thresholds, VerificationReport, torch_log_probs, verify
 
 Step = Callable[[str], None]
 
@@ -45,13 +49,23 @@ class ExportOptions:
     model_id: str
     thresholds: Thresholds = field(default_factory=Thresholds)
     precision: str = "int8"
-    scheme: QuantizationScheme = DEFAULT_SCHEME
+    # None: the family's default (QuartzNet: dynamic uint8 per-tensor; Conformer: see
+    # export.quantize.CONFORMER_SCHEME).
+    scheme: QuantizationScheme | None = None
     overwrite: bool = False
-    nemo_stft: NemoStft = "2.5"
+
+    def scheme_for(self, family: str) -> QuantizationScheme:
+        if self.scheme is not None:
+            return self.scheme
+        return CONFORMER_SCHEME if family == "conformer" else DEFAULT_SCHEME
+
+
+# Verification clips also calibrate static int8 schemes; this many are enough for ranges.
+CALIBRATION_CLIPS = 16
 
 
 def export_bundle(
-    checkpoint: LoadedCheckpoint,
+    source: SourceModel,
     out_dir: Path,
     clips: Sequence[Clip],
     options: ExportOptions,
@@ -59,52 +73,156 @@ def export_bundle(
     step: Step = print,
     on_clip: Callable[[Clip], object] = lambda clip: None,
 ) -> ModelBundle:
+    """Export a PyTorch model, verify the ONNX graphs against it, write the bundle."""
+    _refuse_existing(out_dir, options)
+    model = source.model.eval()
+    config = _bundle_config(source, options, {"parameters": source.parameters})
+
+    def write_fp32(path: Path) -> None:
+        step("exporting ONNX (fp32, dynamic time axis)")
+        export_onnx(model, path, n_mels=source.frontend.n_mels)
+
+    return _build(
+        config, source.vocabulary, out_dir, clips, options, write_fp32=write_fp32,
+        reference=torch_log_probs(model), step=step, on_clip=on_clip,
+    )  # fmt: skip
+
+
+def export_onnx_bundle(
+    onnx_path: Path,
+    source: SourceModel,
+    out_dir: Path,
+    clips: Sequence[Clip],
+    options: ExportOptions,
+    *,
+    step: Step = print,
+    on_clip: Callable[[Clip], object] = lambda clip: None,
+) -> ModelBundle:
+    """Bundle an already-exported fp32 graph (GigaAM ``to_onnx``, NeMo ``export``).
+
+    ``source.model`` is unused (there is no PyTorch original here): the fp32 graph is the
+    reference, so the log-prob check compares it with itself and int8 is gated against it.
+    """
+    _refuse_existing(out_dir, options)
+    config = _bundle_config(source, options, {"onnx_sha256": sha256_of(onnx_path)})
+    features, lengths, log_probs = graph_io_names(onnx_path)
+    io = replace(
+        config.model, features_input=features, lengths_input=lengths, log_probs_output=log_probs
+    )
+    config = replace(config, model=io)
+
+    def copy_fp32(path: Path) -> None:
+        step(f"checking {onnx_path.name}")
+        shutil.copyfile(onnx_path, path)
+
+    return _build(
+        config, source.vocabulary, out_dir, clips, options, write_fp32=copy_fp32,
+        reference=None, step=step, on_clip=on_clip,
+    )  # fmt: skip
+
+
+def graph_io_names(onnx_path: Path) -> tuple[str, str, str]:
+    """Features input, lengths input and log-probs output names of an upstream CTC graph.
+
+    GigaAM: features, feature_lengths → log_probs, encoded_lengths. NeMo: audio_signal,
+    length → logprobs. Inputs: a float [B, n_mels, T] and an integer [B]; the log-probs are
+    the first float output of rank 3.
+    """
+    try:
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    except Exception as exc:  # onnx raises DecodeError and others on a damaged file
+        raise CheckpointError(f"{onnx_path} is not a loadable ONNX model: {exc}") from exc
+    initializers = {init.name for init in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    floats = [i.name for i in inputs if _rank(i) == 3 and _is_float(i)]
+    integers = [i.name for i in inputs if _rank(i) == 1 and not _is_float(i)]
+    outputs = [o.name for o in graph.output if _rank(o) == 3 and _is_float(o)]
+    if len(inputs) != 2 or len(floats) != 1 or len(integers) != 1 or not outputs:
+        described = [(i.name, _rank(i)) for i in inputs]
+        raise CheckpointError(
+            f"{onnx_path.name} is not a CTC graph of features [B, n_mels, T] + lengths [B] → "
+            f"log-probs [B, T', V] (inputs: {described})"
+        )
+    return floats[0], integers[0], outputs[0]
+
+
+def _rank(value: onnx.ValueInfoProto) -> int:
+    return len(value.type.tensor_type.shape.dim)
+
+
+def _is_float(value: onnx.ValueInfoProto) -> bool:
+    return value.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+
+
+def _refuse_existing(out_dir: Path, options: ExportOptions) -> None:
     if out_dir.exists() and not options.overwrite:
         raise FileExistsError(f"{out_dir} exists; pass --force to replace it")
-    step("building the PyTorch model from the checkpoint")
-    model = build_quartznet(checkpoint)
-    frontend_config = frontend_from_nemo(checkpoint.config, options.nemo_stft)
-    check_preprocessor_buffers(checkpoint, frontend_config)
-    vocabulary = Vocabulary.from_labels(model.spec.vocabulary)
-    config = BundleConfig(
+
+
+def _bundle_config(
+    source: SourceModel, options: ExportOptions, extra: dict[str, object]
+) -> BundleConfig:
+    scheme = options.scheme_for(source.family)
+    return BundleConfig(
         model_id=options.model_id,
-        family="quartznet",
-        frontend=frontend_config,
+        family=source.family,
+        frontend=source.frontend,
         model=ModelConfig(
             file="model.onnx",
-            subsampling=model.spec.subsampling,
+            subsampling=source.subsampling,
             precision="int8" if options.precision == "int8" else "fp32",
+            max_window_seconds=source.max_window_seconds,
         ),
-        tokens=TokensConfig(file="tokens.txt", kind="char", blank_id=vocabulary.blank_id),
+        tokens=TokensConfig(
+            file="tokens.txt", kind=source.token_kind, blank_id=source.vocabulary.blank_id
+        ),
         source={
-            "checkpoint": checkpoint.path.name,
-            "checkpoint_sha256": checkpoint.sha256,
-            "architecture": "QuartzNet/Jasper (NeMo ConvASREncoder + ConvASRDecoder)",
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "quantization": options.scheme.to_dict() if options.precision == "int8" else None,
+            **source.source,
+            **extra,
+            "quantization": scheme.to_dict() if options.precision == "int8" else None,
             "torch": torch.__version__,
             "onnx": onnx.__version__,
             "onnxruntime": ort.__version__,
             "python": platform.python_version(),
         },
     )
-    frontend = NemoMelFrontend(frontend_config)
+
+
+def _build(
+    config: BundleConfig,
+    vocabulary: Vocabulary,
+    out_dir: Path,
+    clips: Sequence[Clip],
+    options: ExportOptions,
+    *,
+    write_fp32: Callable[[Path], None],
+    reference: LogProbsFn | None,
+    step: Step,
+    on_clip: Callable[[Clip], object],
+) -> ModelBundle:
+    frontend = make_frontend(config.frontend)
+    scheme = options.scheme_for(config.family)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.") as tmp:
         stage = Path(tmp)
         fp32_path, int8_path = stage / "model.fp32.onnx", stage / "model.int8.onnx"
-        step("exporting ONNX (fp32, dynamic time axis)")
-        export_onnx(model, fp32_path)
-        step(f"quantizing to int8 ({options.scheme.name})")
-        quantize(fp32_path, int8_path, options.scheme)
-        step(f"verifying on {len(clips)} clips: PyTorch vs ONNX fp32 vs int8")
+        write_fp32(fp32_path)
+        fp32 = _onnx_log_probs(fp32_path, config, vocabulary)
+        step(f"quantizing to int8 ({scheme.name})")
+        calibration = [frontend(clip.samples) for clip in clips[:CALIBRATION_CLIPS]]
+        quantize(
+            fp32_path, int8_path, scheme, calibration=calibration,
+            input_names=(config.model.features_input, config.model.lengths_input),
+        )  # fmt: skip
+        against = "PyTorch vs ONNX fp32 vs int8" if reference else "ONNX fp32 vs int8"
+        step(f"verifying on {len(clips)} clips: {against}")
         report = verify(
             clips,
             frontend,
             vocabulary,
             config.frame_seconds,
-            reference=torch_log_probs(model),
-            fp32=_onnx_log_probs(fp32_path, config, vocabulary),
+            reference=reference or fp32,
+            fp32=fp32,
             int8=_onnx_log_probs(int8_path, config, vocabulary),
             thresholds=options.thresholds,
             progress=on_clip,
@@ -133,28 +251,6 @@ def export_bundle(
             shutil.rmtree(out_dir)
         bundle_dir.rename(out_dir)
     return replace(staged, root=out_dir)
-
-
-def check_preprocessor_buffers(checkpoint: LoadedCheckpoint, frontend: FrontendConfig) -> None:
-    """The checkpoint's stored window and filterbank must equal what the runtime computes:
-    otherwise the bundle would feed the model other features than it was trained on."""
-    stored = checkpoint.preprocessor_buffers
-    ours = {k.rsplit(".", 1)[-1]: v for k, v in preprocessor_state(frontend).items()}
-    for name in ("window", "fb"):
-        if name not in stored:
-            continue
-        theirs = stored[name].float()
-        if tuple(theirs.shape) != tuple(ours[name].shape):
-            raise CheckpointError(
-                f"preprocessor.featurizer.{name} has shape {tuple(theirs.shape)}, the config "
-                f"implies {tuple(ours[name].shape)}"
-            )
-        difference = float((theirs - ours[name]).abs().max())
-        if difference > 1e-5:
-            raise CheckpointError(
-                f"preprocessor.featurizer.{name} differs from the front end the config "
-                f"describes (max |Δ| {difference:.2e}); refusing to export mismatched features"
-            )
 
 
 def _onnx_log_probs(

@@ -19,7 +19,7 @@ import jiwer
 import numpy as np
 import torch
 from asr.ctc import greedy_decode
-from asr.frontend import NemoMelFrontend
+from asr.frontend import Frontend
 from asr.tokens import Vocabulary
 
 LogProbsFn = Callable[[np.ndarray], np.ndarray]
@@ -90,7 +90,7 @@ def torch_log_probs(model: torch.nn.Module) -> LogProbsFn:
 
 def verify(
     clips: Sequence[Clip],
-    frontend: NemoMelFrontend,
+    frontend: Frontend,
     vocabulary: Vocabulary,
     frame_seconds: float,
     *,

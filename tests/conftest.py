@@ -74,7 +74,7 @@ def tiny_nemo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_nemo: Path) -> Iterator[Path]:
     """An int8 bundle of a random-weight tiny QuartzNet (random weights: the token gate is off)."""
-    from export.checkpoint import load_checkpoint
+    from export.checkpoint import load_checkpoint, load_quartznet
     from export.clips import file_clips
     from export.pipeline import ExportOptions, export_bundle
     from export.verify import Thresholds
@@ -86,7 +86,11 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_nemo: Path) -> It
         thresholds=Thresholds(min_int8_token_agreement=0.0, max_int8_cer_vs_fp32=1.0),
     )
     export_bundle(
-        load_checkpoint(tiny_nemo), out, file_clips([clip], 16000), options, step=lambda m: None
+        load_quartznet(load_checkpoint(tiny_nemo)),
+        out,
+        file_clips([clip], 16000),
+        options,
+        step=lambda m: None,
     )
     yield out
 

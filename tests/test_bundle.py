@@ -105,3 +105,25 @@ def test_vocabulary_size_must_match_the_model(bundle_copy: Path) -> None:
     _rewrite(bundle_copy, "tokens.txt", "\n".join([*tokens, f"x {len(tokens)}"]) + "\n")
     with pytest.raises(BundleError, match="emits 34 classes but tokens.txt has 35"):
         OnnxAcousticModel(load_bundle(bundle_copy))
+
+
+@pytest.mark.parametrize(
+    ("section", "change", "message"),
+    [
+        ("frontend", {"kind": "kaldi_fbank"}, "unknown front end 'kaldi_fbank'"),
+        ("tokens", {"kind": "wordpiece"}, "unknown token kind 'wordpiece'"),
+        ("model", {"max_window_seconds": 0.5}, "max_window_seconds"),
+        ("frontend", {"kind": "gigaam_mel", "clamp_min": 0.0}, "clamp_min"),
+    ],
+)
+def test_unknown_kinds_and_bad_values_are_refused(
+    bundle_copy: Path, section: str, change: dict[str, object], message: str
+) -> None:
+    config = json.loads((bundle_copy / "config.json").read_text())
+    if change.get("kind") == "gigaam_mel":
+        config[section] = change
+    else:
+        config[section] = {**config[section], **change}
+    (bundle_copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BundleError, match=message):
+        load_bundle(bundle_copy, verify_checksums=False)

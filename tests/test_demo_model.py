@@ -24,7 +24,7 @@ from asr_service.s3_objects import s3_client
 from asr_service.settings import Settings
 from moto import mock_aws
 
-from export.checkpoint import build_quartznet, load_checkpoint
+from export.checkpoint import build_quartznet, load_checkpoint, load_quartznet
 from export.clips import manifest_clips, synthetic_clips
 from export.nemo_config import frontend_from_nemo
 from export.pipeline import ExportOptions, export_bundle
@@ -46,7 +46,13 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demo") / "bundle"
     checkpoint = load_checkpoint(NEMO)
     clips = synthetic_clips(16000) + manifest_clips([MANIFEST], 16000)
-    export_bundle(checkpoint, out, clips, ExportOptions(model_id="demo-test"), step=lambda m: None)
+    export_bundle(
+        load_quartznet(checkpoint),
+        out,
+        clips,
+        ExportOptions(model_id="demo-test"),
+        step=lambda m: None,
+    )
     return out
 
 

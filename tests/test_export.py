@@ -11,10 +11,11 @@ import pytest
 import torch
 import yaml
 from asr.bundle import load_bundle
+from asr.config import FrontendConfig
 from asr.transcribe import Transcriber
 
 from export.__main__ import main as export_main
-from export.checkpoint import build_quartznet, load_checkpoint, write_nemo
+from export.checkpoint import build_quartznet, load_checkpoint, load_quartznet, write_nemo
 from export.clips import file_clips
 from export.nemo_config import quartznet15x5_blocks, quartznet_config
 from export.onnx_export import fold_batch_norms
@@ -104,7 +105,7 @@ def test_a_filterbank_that_disagrees_with_the_config_is_refused(
         loaded.state_dict["preprocessor.featurizer.fb"] * 1.1
     )
     with pytest.raises(CheckpointError, match="featurizer.fb differs"):
-        export_bundle(loaded, tmp_path / "b", [], ExportOptions(model_id="x"), step=lambda m: None)
+        load_quartznet(loaded)
 
 
 def test_export_writes_a_bundle_whose_runtime_matches_torch(
@@ -112,7 +113,7 @@ def test_export_writes_a_bundle_whose_runtime_matches_torch(
 ) -> None:
     clip = speech_dir() / "ru" / "golos_03.wav"
     bundle = export_bundle(
-        load_checkpoint(tiny_nemo),
+        load_quartznet(load_checkpoint(tiny_nemo)),
         tmp_path / "bundle",
         file_clips([clip], 16000),
         ExportOptions(model_id="tiny", thresholds=RANDOM_WEIGHTS),
@@ -141,7 +142,7 @@ def test_gate_refuses_and_names_the_threshold(tmp_path: Path, tiny_nemo: Path) -
     )
     with pytest.raises(ExportRejected, match="ONNX fp32 log-probs differ from PyTorch") as caught:
         export_bundle(
-            load_checkpoint(tiny_nemo),
+            load_quartznet(load_checkpoint(tiny_nemo)),
             tmp_path / "bundle",
             file_clips([clip], 16000),
             ExportOptions(model_id="x", thresholds=strict),
@@ -180,7 +181,7 @@ def test_cli_exports_and_refuses(
 def test_fp32_bundle_option(tmp_path: Path, tiny_nemo: Path) -> None:
     clip = speech_dir() / "ru" / "golos_02.wav"
     bundle = export_bundle(
-        load_checkpoint(tiny_nemo),
+        load_quartznet(load_checkpoint(tiny_nemo)),
         tmp_path / "fp32",
         file_clips([clip], 16000),
         ExportOptions(model_id="fp32", thresholds=RANDOM_WEIGHTS, precision="fp32"),
@@ -210,4 +211,5 @@ def test_pre_2_5_nemo_front_end_is_selectable(tmp_path: Path, tiny_nemo: Path) -
     extra = ("--min-token-agreement", "0", "--nemo-stft", "legacy", "--out", str(tmp_path / "l"))
     assert export_main(cli_args(tiny_nemo, clip, *extra)) == 0
     frontend = load_bundle(tmp_path / "l").config.frontend
+    assert isinstance(frontend, FrontendConfig)
     assert (frontend.stft_pad_mode, frontend.valid_frames) == ("reflect", "all")

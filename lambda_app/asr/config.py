@@ -13,8 +13,11 @@ from .errors import BundleError
 
 BUNDLE_FORMAT_VERSION = 1
 
-ModelFamily = Literal["quartznet"]
-TokenKind = Literal["char"]
+ModelFamily = Literal["quartznet", "conformer"]
+MODEL_FAMILIES: tuple[ModelFamily, ...] = ("quartznet", "conformer")
+# "char": one character per token; "sentencepiece": SentencePiece pieces ("▁" starts a word).
+TokenKind = Literal["char", "sentencepiece"]
+TOKEN_KINDS: tuple[TokenKind, ...] = ("char", "sentencepiece")
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,39 @@ class FrontendConfig:
 
 
 @dataclass(frozen=True)
+class GigaamMelConfig:
+    """GigaAM's FeatureExtractor: torchaudio MelSpectrogram then log(clamp(x, 1e-9, 1e9)).
+
+    torchaudio defaults it relies on: periodic Hann window, power 2, HTK mel scale without
+    filterbank norm, fmin 0, fmax sr/2, reflect padding when centred. No pre-emphasis,
+    dither or normalisation. Defaults are v1/v2's (400/400/160, centred); v3 uses
+    n_fft = win = 320, ``center=False`` and stores its window and filterbank rounded to
+    bfloat16 (``bf16_buffers``), which the features must reproduce.
+    """
+
+    kind: Literal["gigaam_mel"] = "gigaam_mel"
+    sample_rate: int = 16000
+    n_fft: int = 400
+    win_length: int = 400
+    hop_length: int = 160
+    n_mels: int = 64
+    center: bool = True
+    clamp_min: float = 1e-9
+    clamp_max: float = 1e9
+    bf16_buffers: bool = False
+
+    def __post_init__(self) -> None:
+        _require(self.sample_rate > 0, "frontend.sample_rate must be positive")
+        _require(self.hop_length > 0, "frontend.hop_length must be positive")
+        _require(0 < self.win_length <= self.n_fft, "frontend needs 0 < win_length <= n_fft")
+        _require(self.n_mels > 0, "frontend.n_mels must be positive")
+        _require(0 < self.clamp_min < self.clamp_max, "frontend needs 0 < clamp_min < clamp_max")
+
+
+AnyFrontendConfig = FrontendConfig | GigaamMelConfig
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """The ONNX acoustic model: features [B, n_mels, T] + lengths [B] → log-probs [B, T', V]."""
 
@@ -71,9 +107,17 @@ class ModelConfig:
     # Frames of features per output frame (QuartzNet 2, Conformer 4, FastConformer 8).
     subsampling: int = 2
     precision: Literal["int8", "fp32"] = "int8"
+    # Longest audio one forward pass may see. Attention is quadratic in length, so
+    # Conformer bundles set this (GigaAM itself refuses more than 25 s) and longer audio is
+    # cut into windows at quiet points; None means one pass over any length (QuartzNet).
+    max_window_seconds: float | None = None
 
     def __post_init__(self) -> None:
         _require(self.subsampling >= 1, "model.subsampling must be >= 1")
+        _require(
+            self.max_window_seconds is None or self.max_window_seconds >= 1.0,
+            "model.max_window_seconds must be at least 1 s",
+        )
 
 
 @dataclass(frozen=True)
@@ -87,7 +131,7 @@ class TokensConfig:
 class BundleConfig:
     model_id: str
     family: ModelFamily
-    frontend: FrontendConfig
+    frontend: AnyFrontendConfig
     model: ModelConfig
     tokens: TokensConfig
     format_version: int = BUNDLE_FORMAT_VERSION
@@ -119,18 +163,30 @@ class BundleConfig:
                 f"{BUNDLE_FORMAT_VERSION}: re-export the bundle with this release"
             )
         try:
-            frontend = FrontendConfig(**_section(data, "frontend"))
+            frontend = frontend_config_from_dict(_section(data, "frontend"))
             model = ModelConfig(**_section(data, "model"))
             tokens = TokensConfig(**_section(data, "tokens"))
             extra = {k: v for k, v in data.items() if k not in {"frontend", "model", "tokens"}}
             config = cls(frontend=frontend, model=model, tokens=tokens, **extra)
         except TypeError as exc:  # unknown or missing keys
             raise BundleError(f"config.json does not match the bundle schema: {exc}") from exc
-        if config.family != "quartznet":
+        if config.family not in MODEL_FAMILIES:
             raise BundleError(f"config.json names an unknown model family {config.family!r}")
+        if config.tokens.kind not in TOKEN_KINDS:
+            raise BundleError(f"config.json names an unknown token kind {config.tokens.kind!r}")
         if not config.model_id or not isinstance(config.model_id, str):
             raise BundleError("config.json needs a non-empty model_id")
         return config
+
+
+def frontend_config_from_dict(data: dict[str, Any]) -> AnyFrontendConfig:
+    """The front-end section, by its ``kind`` (bundles before GigaAM have only nemo_mel)."""
+    kind = data.get("kind", "nemo_mel")
+    if kind == "nemo_mel":
+        return FrontendConfig(**data)
+    if kind == "gigaam_mel":
+        return GigaamMelConfig(**data)
+    raise BundleError(f"config.json names an unknown front end {kind!r}")
 
 
 def _section(data: dict[str, Any], name: str) -> dict[str, Any]:

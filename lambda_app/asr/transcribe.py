@@ -19,10 +19,11 @@ import numpy as np
 from .acoustic_model import OnnxAcousticModel
 from .audio import decode_audio
 from .bundle import ModelBundle, load_bundle
-from .ctc import Word, greedy_decode
+from .ctc import CtcHypothesis, Word, greedy_decode
 from .errors import AudioTooLong, EmptyAudio, InvalidRequest, NonFiniteAudio
-from .frontend import NemoMelFrontend
+from .frontend import make_frontend
 from .resample import resample
+from .windows import plan_windows
 
 AudioInput = str | os.PathLike[str] | bytes | bytearray | memoryview | np.ndarray
 
@@ -61,7 +62,7 @@ class Transcript:
 class Transcriber:
     def __init__(self, bundle: ModelBundle, *, threads: int | None = None) -> None:
         self.bundle = bundle
-        self.frontend = NemoMelFrontend(bundle.config.frontend)
+        self.frontend = make_frontend(bundle.config.frontend)
         self.model = OnnxAcousticModel(bundle, threads=threads)
 
     @classmethod
@@ -86,30 +87,63 @@ class Transcriber:
         """Transcribe a file path, encoded audio bytes, or samples (with their rate)."""
         started = time.perf_counter()
         samples = self._samples(audio, sample_rate, max_duration_s)
-        decoded_at = time.perf_counter()
+        duration = samples.size / self.sample_rate
+        timings = Timings(decode=time.perf_counter() - started)
+        texts: list[str] = []
+        words: list[Word] = []
+        recognised = False
+        for start, stop in self._windows(samples):
+            hypothesis, spent = self._recognise(samples[start:stop], start / self.sample_rate)
+            if hypothesis is None:  # a window shorter than one feature frame
+                continue
+            recognised = True
+            texts.append(hypothesis.text)
+            words.extend(hypothesis.words)
+            timings = Timings(
+                decode=timings.decode,
+                features=timings.features + spent.features,
+                model=timings.model + spent.model,
+                ctc=timings.ctc + spent.ctc,
+            )
+        if not recognised:
+            raise EmptyAudio(f"audio of {duration:.3f} s is too short to transcribe")
+        return Transcript(
+            text=" ".join(text for text in texts if text),
+            words=tuple(words),
+            duration=duration,
+            model_id=self.model_id,
+            timings=timings,
+        )
+
+    def _windows(self, samples: np.ndarray) -> list[tuple[int, int]]:
+        cap = self.bundle.config.model.max_window_seconds
+        if cap is None:
+            return [(0, samples.size)]
+        return plan_windows(samples, self.sample_rate, cap)
+
+    def _recognise(
+        self, samples: np.ndarray, offset: float
+    ) -> tuple[CtcHypothesis | None, Timings]:
+        """Features → acoustic model → greedy CTC for one window starting at ``offset`` s."""
+        started = time.perf_counter()
         features = self.frontend(samples)
         features_at = time.perf_counter()
-        duration = samples.size / self.sample_rate
         if features.shape[1] == 0:
-            raise EmptyAudio(f"audio of {duration:.3f} s is too short to transcribe")
+            return None, Timings(features=features_at - started)
         log_probs = self.model(features)
         model_at = time.perf_counter()
         hypothesis = greedy_decode(
-            log_probs, self.bundle.vocabulary, self.bundle.config.frame_seconds
+            log_probs,
+            self.bundle.vocabulary,
+            self.bundle.config.frame_seconds,
+            time_offset=offset,
         )
-        done_at = time.perf_counter()
-        return Transcript(
-            text=hypothesis.text,
-            words=hypothesis.words,
-            duration=duration,
-            model_id=self.model_id,
-            timings=Timings(
-                decode=decoded_at - started,
-                features=features_at - decoded_at,
-                model=model_at - features_at,
-                ctc=done_at - model_at,
-            ),
+        spent = Timings(
+            features=features_at - started,
+            model=model_at - features_at,
+            ctc=time.perf_counter() - model_at,
         )
+        return hypothesis, spent
 
     def _samples(
         self, audio: AudioInput, sample_rate: int | None, max_duration_s: float | None

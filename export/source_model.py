@@ -1,0 +1,37 @@
+"""What every checkpoint loader hands the export pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from asr.config import AnyFrontendConfig, ModelFamily, TokenKind
+from asr.tokens import Vocabulary
+from torch import nn
+
+# Conformer windows: GigaAM refuses more than 25 s in one pass; attention memory grows with
+# the square of the length, so the runtime cuts longer audio at quiet points.
+CONFORMER_MAX_WINDOW_SECONDS = 25.0
+
+
+@dataclass(frozen=True)
+class SourceModel:
+    """A PyTorch CTC model with the front end, vocabulary and provenance it was trained with.
+
+    ``model`` runs in eval mode: ``model(features [B, n_mels, T], lengths [B])`` returns
+    ``(log_probs [B, T', len(vocabulary)], encoded_lengths [B])``.
+    """
+
+    model: nn.Module
+    family: ModelFamily
+    frontend: AnyFrontendConfig
+    vocabulary: Vocabulary
+    token_kind: TokenKind
+    subsampling: int
+    max_window_seconds: float | None = None
+    # Provenance for config.json: checkpoint name and sha256, upstream name, architecture.
+    source: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
