@@ -1,8 +1,12 @@
 """``python -m export``: checkpoint → verified int8 model bundle.
 
-python -m export quartznet model.nemo --out bundles/my-model
-python -m export quartznet weights.pt --config model_config.yaml --out bundles/my-model
-python -m export quartznet --download golos_quartznet15x5 --sha256 <hex> --out bundles/golos
+python -m export nemo model.nemo --out bundles/my-model        # QuartzNet or (Fast)Conformer
+python -m export nemo weights.pt --config model_config.yaml --out bundles/my-model
+python -m export nemo --download golos_quartznet15x5 --sha256 <hex> --out bundles/golos
+python -m export gigaam --download v3_ctc --out bundles/gigaam-v3    # or a local .ckpt
+python -m export gigaam finetuned.ckpt --base v3_ctc.ckpt --out bundles/mine
+python -m export onnx v3_ctc.onnx --gigaam-cfg v3_ctc.yaml --out bundles/gigaam-v3-onnx
+python -m export onnx model.onnx --tokens tokens.txt --frontend nemo-fastconformer --out b/
 python -m export download stt_ru_quartznet15x5 --dest checkpoints/ --accept-unverified
 """
 
@@ -20,9 +24,14 @@ from tqdm import tqdm
 from .checkpoint import load_checkpoint, load_quartznet
 from .clips import file_clips, manifest_clips, synthetic_clips
 from .download import REGISTRY, DownloadError, download
+from .gigaam import download_gigaam, load_gigaam
 from .nemo_config import NemoStft
-from .pipeline import ExportOptions, ExportRejected, export_bundle
+from .nemo_conformer import load_nemo_conformer
+from .onnx_import import FRONTEND_PRESETS, describe_gigaam_graph, describe_graph
+from .pipeline import ExportOptions, ExportRejected, export_bundle, export_onnx_bundle
+from .quantize import SCHEMES
 from .quartznet import CheckpointError
+from .source_model import ModelDescription, SourceModel
 from .verify import Thresholds
 
 
@@ -43,16 +52,66 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    if args.command == "onnx":
+        description = _describe_graph(args)
+        model_id = args.model_id or args.graph.stem
+        return _bundle(args, description, model_id, graph=args.graph)
     if (args.checkpoint is None) == (args.download is None):
         raise ValueError("give either a checkpoint path or --download NAME")
+    if args.command == "gigaam":
+        source, model_id = _gigaam_source(args)
+    else:
+        source, model_id = _nemo_source(args)
+    return _bundle(args, source, args.model_id or model_id)
+
+
+def _nemo_source(args: argparse.Namespace) -> tuple[SourceModel, str]:
     checkpoint_path = args.checkpoint or _download(
         args.download, args.download_dir, args.sha256, args.accept_unverified
     )
     nemo_stft: NemoStft = args.nemo_stft or (
         REGISTRY[args.download].nemo_stft if args.download else "2.5"
     )
-    source = load_quartznet(load_checkpoint(checkpoint_path, args.config), nemo_stft)
-    model_id = args.model_id or checkpoint_path.stem
+    checkpoint = load_checkpoint(checkpoint_path, args.config)
+    target = str(checkpoint.config.get("encoder", {}).get("_target_", ""))
+    if target.endswith("ConformerEncoder"):
+        return load_nemo_conformer(checkpoint, nemo_stft), checkpoint_path.stem
+    return load_quartznet(checkpoint, nemo_stft), checkpoint_path.stem
+
+
+def _gigaam_source(args: argparse.Namespace) -> tuple[SourceModel, str]:
+    tokenizer = args.tokenizer
+    if args.download:
+        with tqdm(desc=f"downloading GigaAM {args.download}", unit="B", unit_scale=True) as bar:
+
+            def progress(done: int, total: int | None) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            path, fetched = download_gigaam(
+                args.download, args.download_dir, tokenizer_sha256=args.sha256, progress=progress
+            )
+        tokenizer = tokenizer or fetched
+    else:
+        path = args.checkpoint
+    return load_gigaam(path, tokenizer=tokenizer, base=args.base), path.stem
+
+
+def _describe_graph(args: argparse.Namespace) -> ModelDescription:
+    if args.gigaam_cfg is not None:
+        return describe_gigaam_graph(args.gigaam_cfg, args.tokenizer)
+    if args.tokens is None or args.frontend is None:
+        raise ValueError("describe the graph: --gigaam-cfg YAML, or --tokens FILE --frontend NAME")
+    return describe_graph(args.tokens, args.frontend, subsampling=args.subsampling)
+
+
+def _bundle(
+    args: argparse.Namespace,
+    source: ModelDescription,
+    model_id: str,
+    *,
+    graph: Path | None = None,
+) -> int:
     sample_rate = source.frontend.sample_rate
     clips = [] if args.no_synthetic else synthetic_clips(sample_rate)
     clips += file_clips(args.verify_audio, sample_rate)
@@ -66,17 +125,19 @@ def _export(args: argparse.Namespace) -> int:
             max_int8_cer_vs_fp32=args.max_cer_vs_fp32,
         ),
         precision=args.precision,
+        scheme=SCHEMES[args.int8_scheme] if args.int8_scheme else None,
         overwrite=args.force,
     )
     with tqdm(total=len(clips), desc="verifying", unit="clip", disable=None) as bar:
-        bundle = export_bundle(
-            source,
-            args.out,
-            clips,
-            options,
-            step=lambda message: tqdm.write(f"• {message}"),
-            on_clip=lambda clip: bar.update(1),
-        )
+        step = lambda message: tqdm.write(f"• {message}")  # noqa: E731
+        on_clip = lambda clip: bar.update(1)  # noqa: E731
+        if graph is not None:
+            bundle = export_onnx_bundle(
+                graph, source, args.out, clips, options, step=step, on_clip=on_clip
+            )
+        else:
+            assert isinstance(source, SourceModel)
+            bundle = export_bundle(source, args.out, clips, options, step=step, on_clip=on_clip)
     metrics = bundle.verification["metrics"]
     size = bundle.model_path.stat().st_size
     print(f"bundle written: {bundle.root} ({size / 1e6:.1f} MB model, {args.precision})")
@@ -106,39 +167,67 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    quartznet = commands.add_parser("quartznet", help="export a NeMo QuartzNet/Jasper CTC model")
-    quartznet.add_argument("checkpoint", nargs="?", type=Path, help=".nemo archive or state_dict")
-    quartznet.add_argument("--config", type=Path, help="model_config.yaml for a plain state_dict")
-    quartznet.add_argument("--download", metavar="NAME", choices=sorted(REGISTRY))
-    quartznet.add_argument("--download-dir", type=Path, default=Path("checkpoints"))
-    quartznet.add_argument("--out", type=Path, required=True, help="bundle directory to write")
-    quartznet.add_argument("--model-id", help="identifier reported with every transcript")
-    quartznet.add_argument("--precision", choices=["int8", "fp32"], default="int8")
-    quartznet.add_argument(
+    nemo = commands.add_parser(
+        "nemo",
+        aliases=["quartznet"],
+        help="export a NeMo QuartzNet/Jasper, Conformer-CTC or FastConformer (CTC head) model",
+    )
+    nemo.add_argument("checkpoint", nargs="?", type=Path, help=".nemo archive or state_dict")
+    nemo.add_argument("--config", type=Path, help="model_config.yaml for a plain state_dict")
+    nemo.add_argument("--download", metavar="NAME", choices=sorted(REGISTRY))
+    nemo.add_argument(
         "--nemo-stft",
         choices=["2.5", "legacy"],
         help="STFT of the NeMo release that trained the model: 2.5 = zero padding, len//hop "
         "frames (default); legacy = before NeMo 2.5, reflect padding, len//hop + 1 frames "
         "(the default for --download names, which predate 2.5)",
     )
-    quartznet.add_argument("--verify-audio", type=Path, nargs="*", default=[], metavar="FILE")
-    quartznet.add_argument("--verify-manifest", type=Path, nargs="*", default=[], metavar="JSONL")
-    quartznet.add_argument("--no-synthetic", action="store_true", help="skip espeak-ng clips")
-    defaults = Thresholds()
-    quartznet.add_argument("--max-logprob-diff", type=float, default=defaults.max_fp32_logprob_diff)
-    quartznet.add_argument(
-        "--min-token-agreement", type=float, default=defaults.min_int8_token_agreement
-    )
-    quartznet.add_argument("--max-cer-delta", type=float, default=defaults.max_int8_cer_delta)
-    quartznet.add_argument("--max-cer-vs-fp32", type=float, default=defaults.max_int8_cer_vs_fp32)
-    quartznet.add_argument("--force", action="store_true", help="replace an existing bundle")
-    _download_options(quartznet)
+    _download_options(nemo)
 
-    fetch = commands.add_parser("download", help="download a published checkpoint by name")
+    gigaam = commands.add_parser("gigaam", help="export a GigaAM v1/v2/v3 CTC checkpoint")
+    gigaam.add_argument("checkpoint", nargs="?", type=Path, help="<name>.ckpt or a fine-tune")
+    gigaam.add_argument("--download", metavar="NAME", help="v2_ctc, v3_ctc, v3_e2e_ctc, …")
+    gigaam.add_argument("--tokenizer", type=Path, help="SentencePiece model (e2e models)")
+    gigaam.add_argument("--base", type=Path, help="the published .ckpt a fine-tune started from")
+    gigaam.add_argument("--sha256", help="expected sha256 of the e2e tokenizer download")
+
+    graph = commands.add_parser("onnx", help="bundle an already-exported upstream CTC graph")
+    graph.add_argument("graph", type=Path, help="fp32 ONNX: GigaAM to_onnx or NeMo export")
+    graph.add_argument("--gigaam-cfg", type=Path, help="the <model_name>.yaml to_onnx saved")
+    graph.add_argument("--tokenizer", type=Path, help="SentencePiece model (GigaAM e2e)")
+    graph.add_argument("--tokens", type=Path, help="tokens.txt: '<token> <id>' per line")
+    graph.add_argument("--frontend", choices=sorted(FRONTEND_PRESETS))
+    graph.add_argument("--subsampling", type=int, help="output frames per 10 ms feature frames")
+
+    for command in (nemo, gigaam, graph):
+        _bundle_options(command)
+
+    fetch = commands.add_parser("download", help="download a published NeMo checkpoint by name")
     fetch.add_argument("name", choices=sorted(REGISTRY))
     fetch.add_argument("--dest", type=Path, default=Path("checkpoints"))
     _download_options(fetch)
     return parser
+
+
+def _bundle_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--download-dir", type=Path, default=Path("checkpoints"))
+    parser.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    parser.add_argument("--model-id", help="identifier reported with every transcript")
+    parser.add_argument("--precision", choices=["int8", "fp32"], default="int8")
+    parser.add_argument(
+        "--int8-scheme", choices=sorted(SCHEMES), help="default: the model family's"
+    )
+    parser.add_argument("--verify-audio", type=Path, nargs="*", default=[], metavar="FILE")
+    parser.add_argument("--verify-manifest", type=Path, nargs="*", default=[], metavar="JSONL")
+    parser.add_argument("--no-synthetic", action="store_true", help="skip espeak-ng clips")
+    defaults = Thresholds()
+    parser.add_argument("--max-logprob-diff", type=float, default=defaults.max_fp32_logprob_diff)
+    parser.add_argument(
+        "--min-token-agreement", type=float, default=defaults.min_int8_token_agreement
+    )
+    parser.add_argument("--max-cer-delta", type=float, default=defaults.max_int8_cer_delta)
+    parser.add_argument("--max-cer-vs-fp32", type=float, default=defaults.max_int8_cer_vs_fp32)
+    parser.add_argument("--force", action="store_true", help="replace an existing bundle")
 
 
 def _download_options(parser: argparse.ArgumentParser) -> None:

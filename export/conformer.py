@@ -290,34 +290,33 @@ class ConformerEncoder(nn.Module):
         self.spec = spec
         self.pre_encode = StridedSubsampling(spec)
         self.layers = nn.ModuleList(ConformerLayer(spec) for _ in range(spec.n_layers))
-        # Not in upstream state_dicts (non-persistent buffers there too).
-        self.register_buffer("pos_table", self._position_table(spec), persistent=False)
+        # Upstream precomputes a pos_emb_max_len table (not saved in checkpoints); computing
+        # the few rows one input needs keeps a 5000-row constant (30 MB at d_model 768 for
+        # rel_pos) out of the ONNX graph and lifts the length limit. Same float32 maths.
+        self.register_buffer("frequencies", self._frequencies(spec), persistent=False)
 
     @staticmethod
-    def _position_table(spec: ConformerSpec) -> Tensor:
-        length = spec.pos_emb_max_len
+    def _frequencies(spec: ConformerSpec) -> Tensor:
         if spec.attention == "rotary":
             # GigaAM: RotaryPositionalEmbedding(d_model // n_heads, base=pos_emb_max_len).
             dim = spec.d_model // spec.n_heads
-            inv_freq = 1.0 / (length ** (torch.arange(0, dim, 2).float() / dim))
-            angles = torch.outer(torch.arange(length).float(), inv_freq)
-            angles = torch.cat((angles, angles), dim=-1)
-            return torch.stack((angles.cos(), angles.sin()))  # [2, L, d_k]
-        # Relative positions L-1 … -(L-1), sin on even and cos on odd channels.
-        positions = torch.arange(length - 1, -length, -1).float()[:, None]
-        div = torch.exp(torch.arange(0, spec.d_model, 2).float() * -(math.log(1e4) / spec.d_model))
-        table = torch.zeros(positions.shape[0], spec.d_model)
-        table[:, 0::2] = torch.sin(positions * div)
-        table[:, 1::2] = torch.cos(positions * div)
-        return table[None]  # [1, 2L-1, d_model]
+            return 1.0 / (spec.pos_emb_max_len ** (torch.arange(0, dim, 2).float() / dim))
+        exponents = torch.arange(0, spec.d_model, 2).float()
+        return torch.exp(exponents * -(math.log(10000.0) / spec.d_model))
 
-    def _positions(self, frames: int) -> Tensor:
-        table = self.pos_table
-        assert isinstance(table, Tensor)
+    def _positions(self, frames: int, device: torch.device) -> Tensor:
+        """Rotary: cos and sin [2, T, d_k]. Relative: [1, 2T-1, d_model] for offsets T-1 … -(T-1),
+        sin on even and cos on odd channels."""
+        frequencies = self.frequencies
+        assert isinstance(frequencies, Tensor)
         if self.spec.attention == "rotary":
-            return table[:, :frames]
-        center = table.shape[1] // 2 + 1
-        return table[:, center - frames : center + frames - 1]
+            angles = torch.arange(frames, device=device).float()[:, None] * frequencies
+            angles = torch.cat((angles, angles), dim=-1)
+            return torch.stack((angles.cos(), angles.sin()))
+        offsets = torch.arange(frames - 1, -frames, -1, device=device).float()[:, None]
+        angles = offsets * frequencies
+        table = torch.stack((angles.sin(), angles.cos()), dim=-1).reshape(angles.shape[0], -1)
+        return table[None]
 
     def forward(self, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """features [B, F, T] → encoded [B, T', d_model], lengths [B]."""
@@ -328,7 +327,7 @@ class ConformerEncoder(nn.Module):
         valid = torch.arange(frames, device=x.device)[None, :] < lengths[:, None]
         att_mask = ~(valid[:, None, :] & valid[:, :, None])
         pad_mask = ~valid
-        pos_emb = self._positions(frames)
+        pos_emb = self._positions(frames, x.device)
         for layer in self.layers:
             x = layer(x, pos_emb, att_mask, pad_mask)
         return x, lengths

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from asr.config import ModelFamily
+
 from .nemo_config import NemoStft
 
 
@@ -32,9 +34,14 @@ class PublishedCheckpoint:
     gunzip: bool = False
     # The STFT of the NeMo release that trained it (see export.nemo_config.frontend_from_nemo).
     nemo_stft: NemoStft = "legacy"
+    # Which loader reads it: QuartzNet/Jasper, or NeMo Conformer/FastConformer (CTC head).
+    family: ModelFamily = "quartznet"
+    # MD5 of the downloaded file, for publishers that give only that (GigaAM): verified too.
+    md5: str | None = None
 
 
-# Published Russian QuartzNet15x5 checkpoints (see README "Where the models come from").
+# Published Russian checkpoints (see README "Where the models come from"). The NGC URLs are
+# the ones NeMo's own list_available_models() names; NGC publishes no sha256 for them.
 REGISTRY: dict[str, PublishedCheckpoint] = {
     "golos_quartznet15x5": PublishedCheckpoint(
         name="golos_quartznet15x5",
@@ -56,6 +63,39 @@ REGISTRY: dict[str, PublishedCheckpoint] = {
         sha256=None,
         notes="NVIDIA NGC stt_ru_quartznet15x5 1.0.0; MCV dev WER 16.23",
     ),
+    "stt_ru_conformer_ctc_large": PublishedCheckpoint(
+        name="stt_ru_conformer_ctc_large",
+        url=(
+            "https://api.ngc.nvidia.com/v2/models/nvidia/nemo/stt_ru_conformer_ctc_large/"
+            "versions/1.13.0/files/stt_ru_conformer_ctc_large.nemo"
+        ),
+        filename="stt_ru_conformer_ctc_large.nemo",
+        size_bytes=None,
+        sha256=None,
+        notes=(
+            "NVIDIA NGC stt_ru_conformer_ctc_large 1.13.0: Conformer-CTC large, SentencePiece "
+            "BPE; Golos crowd WER 2.8, farfield 7.1, MCV10 test 4.3"
+        ),
+        family="conformer",
+    ),
+    "stt_ru_fastconformer_hybrid_large_pc": PublishedCheckpoint(
+        name="stt_ru_fastconformer_hybrid_large_pc",
+        url=(
+            "https://api.ngc.nvidia.com/v2/models/nvidia/nemo/"
+            "stt_ru_fastconformer_hybrid_large_pc/versions/1.21.0/files/"
+            "stt_ru_fastconformer_hybrid_large_pc.nemo"
+        ),
+        filename="stt_ru_fastconformer_hybrid_large_pc.nemo",
+        size_bytes=None,
+        sha256=None,
+        notes=(
+            "NVIDIA NGC stt_ru_fastconformer_hybrid_large_pc 1.21.0 (CC-BY-4.0; also "
+            "huggingface.co/nvidia/stt_ru_fastconformer_hybrid_large_pc): FastConformer hybrid "
+            "RNNT-CTC with punctuation and case, exported through its CTC head; Golos crowd "
+            "WER 1.9, CV12 test 5.3"
+        ),
+        family="conformer",
+    ),
 }
 
 
@@ -73,12 +113,13 @@ def download(
 ) -> Path:
     """Fetch ``entry`` into ``dest_dir`` and return the checkpoint path.
 
-    The expected digest is ``sha256`` if given, else the registry's. With neither, the
-    download is refused unless ``accept_unverified`` (the digest is then printed so the
-    user can pin it).
+    The expected digest is ``sha256`` if given, else the registry's; a registry MD5 is
+    checked as well. With no digest at all, the download is refused unless
+    ``accept_unverified`` (the digest is then printed so the user can pin it).
     """
     expected = (sha256 or entry.sha256 or "").lower() or None
-    if expected is None and not accept_unverified:
+    expected_md5 = (entry.md5 or "").lower() or None
+    if expected is None and expected_md5 is None and not accept_unverified:
         raise DownloadError(
             f"{entry.name} has no published sha256; pass --sha256 <hex> (from a copy you "
             "trust) or --accept-unverified to record the digest of this download"
@@ -87,6 +128,7 @@ def download(
     target = dest_dir / entry.filename
     part = target.with_name(target.name + ".part")
     digest = hashlib.sha256()
+    md5 = hashlib.md5(usedforsecurity=False)
     try:
         with urllib.request.urlopen(entry.url, timeout=60) as response:
             total = _content_length(response.headers.get("Content-Length"))
@@ -95,6 +137,7 @@ def download(
                 for chunk in iter(lambda: response.read(1 << 20), b""):
                     out.write(chunk)
                     digest.update(chunk)
+                    md5.update(chunk)
                     done += len(chunk)
                     progress(done, total)
         if total is not None and done != total:
@@ -103,6 +146,10 @@ def download(
         if expected is not None and actual != expected:
             raise DownloadError(
                 f"{entry.name}: sha256 {actual} does not match the expected {expected}"
+            )
+        if expected_md5 is not None and md5.hexdigest() != expected_md5:
+            raise DownloadError(
+                f"{entry.name}: md5 {md5.hexdigest()} does not match the published {expected_md5}"
             )
         if entry.gunzip:
             _gunzip(part, target)

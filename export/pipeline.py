@@ -28,7 +28,7 @@ from asr.tokens import Vocabulary
 from .onnx_export import export_onnx
 from .quantize import CONFORMER_SCHEME, DEFAULT_SCHEME, QuantizationScheme, quantize
 from .quartznet import CheckpointError
-from .source_model import SourceModel
+from .source_model import ModelDescription, SourceModel
 from .verify import Clip, LogProbsFn, Thresholds, VerificationReport, torch_log_probs, verify
 
 Step = Callable[[str], None]
@@ -90,7 +90,7 @@ def export_bundle(
 
 def export_onnx_bundle(
     onnx_path: Path,
-    source: SourceModel,
+    source: ModelDescription,
     out_dir: Path,
     clips: Sequence[Clip],
     options: ExportOptions,
@@ -100,8 +100,8 @@ def export_onnx_bundle(
 ) -> ModelBundle:
     """Bundle an already-exported fp32 graph (GigaAM ``to_onnx``, NeMo ``export``).
 
-    ``source.model`` is unused (there is no PyTorch original here): the fp32 graph is the
-    reference, so the log-prob check compares it with itself and int8 is gated against it.
+    There is no PyTorch original here: the fp32 graph is the reference, so the log-prob
+    check compares it with itself and int8 is gated against it.
     """
     _refuse_existing(out_dir, options)
     config = _bundle_config(source, options, {"onnx_sha256": sha256_of(onnx_path)})
@@ -160,7 +160,7 @@ def _refuse_existing(out_dir: Path, options: ExportOptions) -> None:
 
 
 def _bundle_config(
-    source: SourceModel, options: ExportOptions, extra: dict[str, object]
+    source: ModelDescription, options: ExportOptions, extra: dict[str, object]
 ) -> BundleConfig:
     scheme = options.scheme_for(source.family)
     return BundleConfig(

@@ -14,15 +14,11 @@ from torch import nn
 CONFORMER_MAX_WINDOW_SECONDS = 25.0
 
 
-@dataclass(frozen=True)
-class SourceModel:
-    """A PyTorch CTC model with the front end, vocabulary and provenance it was trained with.
+@dataclass(frozen=True, kw_only=True)
+class ModelDescription:
+    """How to feed a CTC acoustic model and read its output: front end, vocabulary, frame
+    rate, and provenance. Enough to bundle an already-exported ONNX graph."""
 
-    ``model`` runs in eval mode: ``model(features [B, n_mels, T], lengths [B])`` returns
-    ``(log_probs [B, T', len(vocabulary)], encoded_lengths [B])``.
-    """
-
-    model: nn.Module
     family: ModelFamily
     frontend: AnyFrontendConfig
     vocabulary: Vocabulary
@@ -31,6 +27,17 @@ class SourceModel:
     max_window_seconds: float | None = None
     # Provenance for config.json: checkpoint name and sha256, upstream name, architecture.
     source: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceModel(ModelDescription):
+    """A PyTorch CTC model with the front end, vocabulary and provenance it was trained with.
+
+    ``model`` runs in eval mode: ``model(features [B, n_mels, T], lengths [B])`` returns
+    ``(log_probs [B, T', len(vocabulary)], encoded_lengths [B])``.
+    """
+
+    model: nn.Module
 
     @property
     def parameters(self) -> int:

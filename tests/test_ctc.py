@@ -91,3 +91,9 @@ def test_matches_a_naive_decoder_on_random_input() -> None:
 def test_rejects_a_vocabulary_mismatch() -> None:
     with pytest.raises(ValueError, match="log_probs must be"):
         greedy_decode(np.zeros((3, 5), np.float32), VOCAB, 0.02)
+
+
+def test_sentencepiece_pieces_decode_to_words_and_special_pieces_vanish() -> None:
+    vocabulary = Vocabulary(("<unk>", "▁при", "вет", "▁мир", ",", "<blk>"), blank_id=5)
+    assert vocabulary.decode([1, 2, 4, 3]) == "привет, мир"
+    assert vocabulary.decode([0, 1, 2, 0]) == "привет"

@@ -17,6 +17,10 @@ SPACE_MARK = "▁"
 BLANK_TOKEN = "<blk>"
 
 
+def _is_special(token: str) -> bool:
+    return len(token) > 2 and token.startswith("<") and token.endswith(">")
+
+
 @dataclass(frozen=True)
 class Vocabulary:
     tokens: tuple[str, ...]
@@ -30,10 +34,12 @@ class Vocabulary:
         return len(self.tokens)
 
     def piece(self, token_id: int) -> str:
-        """The text a token stands for ("▁" → space; the blank stands for nothing)."""
-        if token_id == self.blank_id:
+        """The text a token stands for: "▁" → space; the blank and SentencePiece's special
+        pieces (``<unk>``, ``<s>``, ``</s>``, ``<pad>``) stand for nothing."""
+        token = self.tokens[token_id]
+        if token_id == self.blank_id or _is_special(token):
             return ""
-        return self.tokens[token_id].replace(SPACE_MARK, " ")
+        return token.replace(SPACE_MARK, " ")
 
     def decode(self, token_ids: Sequence[int]) -> str:
         return " ".join("".join(self.piece(t) for t in token_ids).split())

@@ -1,0 +1,569 @@
+"""Load Sber GigaAM CTC checkpoints into this project's Conformer (export/conformer.py).
+
+A published checkpoint ``<name>.ckpt`` is a pickle (``torch.load(weights_only=False)``,
+so only load files you trust: MD5-verified downloads or your own fine-tunes) holding
+``{"state_dict": ..., "cfg": omegaconf.DictConfig}``; the cfg has ``preprocessor``,
+``encoder``, ``head`` and ``decoding`` sections that upstream instantiates with hydra.
+Missing encoder keys take upstream ``ConformerEncoder``'s defaults, which is how a v2 cfg
+(no ``subsampling``/``subs_kernel_size``/``conv_norm_type``) means conv2d, kernel 3,
+batch norm; a v2 preprocessor cfg has only ``sample_rate`` and ``features``, so
+``FeatureExtractor``'s defaults apply (n_fft = win = sr/40, hop sr/100, centred).
+
+The e2e models decode with a SentencePiece model, ``<name>_tokenizer.model``, published
+next to the checkpoint; character models carry their vocabulary in
+``cfg.decoding.vocabulary``. Either way the CTC blank is the last class.
+
+A fine-tuned checkpoint from upstream ``train_utils/train.py`` is a PyTorch Lightning
+checkpoint of ``GigaAMFineTuner``: its ``state_dict`` holds the same
+``preprocessor.``/``encoder.``/``head.`` keys (the module keeps the model's parts as
+attributes of those names, so there is no ``model.`` prefix) and its ``hyper_parameters``
+name the base model (``model_name``, the ``--model_name`` the run started from) but hold
+no cfg: the base checkpoint supplies it, as upstream ``load_model`` does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from asr.config import GigaamMelConfig, TokenKind
+from asr.errors import BundleError
+from asr.frontend import gigaam_buffers
+from asr.tokens import BLANK_TOKEN, Vocabulary
+from torch import Tensor
+
+from .conformer import ConformerCTC, ConformerSpec, load_weights
+from .download import DownloadError, PublishedCheckpoint, download
+from .quartznet import CheckpointError
+from .source_model import CONFORMER_MAX_WINDOW_SECONDS, SourceModel
+
+GIGAAM_CDN = "https://cdn.chatwm.opensmodel.sberdevices.ru/GigaAM"
+# Parts of a GigaAMASR state_dict; upstream keeps exactly these from a fine-tuned one.
+MODEL_PREFIXES = ("preprocessor.", "encoder.", "head.")
+WINDOW_KEY = "preprocessor.featurizer.0.spectrogram.window"
+FILTERBANK_KEY = "preprocessor.featurizer.0.mel_scale.fb"
+# bfloat16 keeps 8 significant bits: rounding moves a value by at most 2**-8 of itself.
+BF16_RELATIVE_ROUNDING = 2.0**-8
+# asr.frontend repeats torchaudio's float32 steps; its pow still moves a few filterbank
+# weights by up to ~1e-5. Other front ends (norms, scales, sizes) differ by far more.
+FP32_TOLERANCE = 5e-5
+
+_PREPROCESSOR_TARGET = "gigaam.preprocess.FeatureExtractor"
+_ENCODER_TARGET = "gigaam.encoder.ConformerEncoder"
+_CTC_HEAD_TARGET = "gigaam.decoder.CTCHead"
+_CTC_DECODING_TARGET = "gigaam.decoding.CTCGreedyDecoding"
+# Upstream ConformerEncoder's keyword defaults (gigaam/encoder.py), used for absent keys.
+_ENCODER_DEFAULTS: dict[str, Any] = {
+    "feat_in": 64,
+    "n_layers": 16,
+    "d_model": 768,
+    "subsampling": "conv2d",
+    "subs_kernel_size": 3,
+    "subsampling_factor": 4,
+    "ff_expansion_factor": 4,
+    "self_attention_model": "rotary",
+    "n_heads": 16,
+    "pos_emb_max_len": 5000,
+    "conv_norm_type": "batch_norm",
+    "conv_kernel_size": 31,
+}
+# Encoder keys that change training or kernels only, never the maths of inference.
+_ENCODER_IGNORED = {"_target_", "flash_attn", "activation_checkpointing"}
+_PREPROCESSOR_KEYS = {
+    "_target_",
+    "sample_rate",
+    "features",
+    "win_length",
+    "hop_length",
+    "n_fft",
+    "center",
+    "mel_scale",
+    "mel_norm",
+}
+# Short names upstream load_model resolves to the current release (v3).
+_SHORT_NAMES = ("ctc", "rnnt", "e2e_ctc", "e2e_rnnt", "ssl")
+
+
+@dataclass(frozen=True)
+class GigaamRelease:
+    """A published GigaAM CTC checkpoint (upstream gigaam/__init__.py ``_MODEL_HASHES``)."""
+
+    name: str
+    md5: str
+    notes: str
+    # e2e models decode with ``<name>_tokenizer.model`` (SentencePiece).
+    sentencepiece: bool = False
+
+    def checkpoint(self, base_url: str = GIGAAM_CDN) -> PublishedCheckpoint:
+        return PublishedCheckpoint(
+            name=self.name,
+            url=f"{base_url.rstrip('/')}/{self.name}.ckpt",
+            filename=f"{self.name}.ckpt",
+            size_bytes=None,
+            sha256=None,
+            notes=self.notes,
+            family="conformer",
+            md5=self.md5,
+        )
+
+    def tokenizer(
+        self, base_url: str = GIGAAM_CDN, sha256: str | None = None
+    ) -> PublishedCheckpoint:
+        return PublishedCheckpoint(
+            name=f"{self.name}_tokenizer",
+            url=f"{base_url.rstrip('/')}/{self.name}_tokenizer.model",
+            filename=f"{self.name}_tokenizer.model",
+            size_bytes=None,
+            sha256=sha256,
+            notes=f"SentencePiece model of {self.name}",
+        )
+
+
+GIGAAM_RELEASES: dict[str, GigaamRelease] = {
+    release.name: release
+    for release in (
+        GigaamRelease(
+            "v1_ctc",
+            "f027f199e590a391d015aeede2e66174",
+            "GigaAM v1 CTC: first published under a non-commercial licence; check it",
+        ),
+        GigaamRelease(
+            "v2_ctc",
+            "e00f59cb5d39624fb30d1786044795bf",
+            "GigaAM v2 CTC (MIT): Golos crowd WER 2.5, Russian LibriSpeech 5.2",
+        ),
+        GigaamRelease(
+            "v3_ctc",
+            "73413e7be9c6a5935827bfab5c0dd678",
+            "GigaAM v3 CTC (MIT): Golos crowd WER 2.8, Russian LibriSpeech 4.7",
+        ),
+        GigaamRelease(
+            "v3_e2e_ctc",
+            "367074d6498f426d960b25f49531cf68",
+            "GigaAM v3 end-to-end CTC (MIT): punctuation, case, digits (SentencePiece)",
+            sentencepiece=True,
+        ),
+    )
+}
+
+
+def resolve_release_name(name: str) -> str:
+    """Upstream's short names (``ctc``, ``e2e_ctc``, …) mean the v3 release."""
+    return f"v3_{name}" if name in _SHORT_NAMES else name
+
+
+def download_gigaam(
+    release: GigaamRelease | str,
+    dest_dir: Path,
+    *,
+    base_url: str = GIGAAM_CDN,
+    tokenizer_sha256: str | None = None,
+    progress: Callable[[int, int | None], None] = lambda done, total: None,
+) -> tuple[Path, Path | None]:
+    """Fetch a release (and its tokenizer) into ``dest_dir``: ``(checkpoint, tokenizer)``.
+
+    The checkpoint is verified against upstream's MD5 (``.part`` file, renamed only after
+    it matched); a verified copy already in ``dest_dir`` is reused. Upstream publishes no
+    digest for tokenizers: it is verified against ``tokenizer_sha256`` when given,
+    otherwise accepted as downloaded (its sha256 is recorded in the bundle's provenance,
+    and ``load_gigaam`` checks that its piece count matches the model's head).
+    """
+    if isinstance(release, str):
+        name = resolve_release_name(release)
+        if name not in GIGAAM_RELEASES:
+            raise DownloadError(
+                f"unknown GigaAM CTC model {release!r}; known: {', '.join(GIGAAM_RELEASES)}"
+            )
+        release = GIGAAM_RELEASES[name]
+    cached = dest_dir / f"{release.name}.ckpt"
+    if cached.is_file() and _digests(cached)[1] == release.md5:
+        checkpoint = cached
+    else:
+        checkpoint = download(release.checkpoint(base_url), dest_dir, progress=progress)
+    tokenizer = None
+    if release.sentencepiece:
+        entry = release.tokenizer(base_url, tokenizer_sha256)
+        tokenizer = download(
+            entry, dest_dir, accept_unverified=tokenizer_sha256 is None, progress=progress
+        )
+    return checkpoint, tokenizer
+
+
+def load_gigaam(
+    path: Path, *, tokenizer: Path | None = None, base: Path | None = None
+) -> SourceModel:
+    """A GigaAM CTC checkpoint as this project's Conformer, front end and vocabulary.
+
+    ``path`` is a published ``<name>.ckpt`` or a fine-tuned Lightning ``.ckpt``; the latter
+    needs ``base``, the published checkpoint it was fine-tuned from (for the cfg).
+    ``tokenizer`` is the SentencePiece model of e2e models and must be absent otherwise.
+    """
+    loaded = _read_pickle(path)
+    sha256, md5 = _digests(path)
+    source: dict[str, Any] = {"checkpoint": path.name, "checkpoint_sha256": sha256}
+    if "cfg" in loaded:
+        cfg = _plain_config(loaded["cfg"], path)
+        state_dict = _tensors(loaded.get("state_dict"), path)
+        source["upstream_model"] = cfg.get("model_name") or _release_by_md5(md5)
+    elif "hyper_parameters" in loaded:
+        cfg, state_dict = _fine_tuned(loaded, path, base, source)
+    else:
+        raise CheckpointError(
+            f"{path} is neither a GigaAM checkpoint (state_dict + cfg) nor a fine-tuned "
+            "Lightning checkpoint (state_dict + hyper_parameters)"
+        )
+    source["published_release"] = _release_by_md5(md5)
+
+    spec = conformer_spec(cfg)
+    frontend = frontend_config(cfg, state_dict)
+    if frontend.n_mels != spec.feat_in:
+        raise CheckpointError(
+            f"preprocessor makes {frontend.n_mels} mel bins, encoder.feat_in is {spec.feat_in}"
+        )
+    vocabulary, token_kind = gigaam_vocabulary(cfg, tokenizer, spec.num_classes, source)
+
+    unknown = sorted(k for k in state_dict if k.startswith("preprocessor."))
+    unknown = [k for k in unknown if k not in (WINDOW_KEY, FILTERBANK_KEY)]
+    if unknown:
+        raise CheckpointError(f"{path.name}: unexpected preprocessor tensors {unknown[:3]}")
+    weights = {
+        ("decoder." + key[len("head.") :] if key.startswith("head.") else key): tensor
+        for key, tensor in state_dict.items()
+        if not key.startswith("preprocessor.")
+    }
+    model = ConformerCTC(spec)
+    load_weights(model, weights, path.name)
+    model.eval()
+    source["architecture"] = describe(spec)
+    source["parameters"] = sum(p.numel() for p in model.parameters())
+    return SourceModel(
+        model=model,
+        family="conformer",
+        frontend=frontend,
+        vocabulary=vocabulary,
+        token_kind=token_kind,
+        subsampling=spec.subsampling_factor,
+        max_window_seconds=CONFORMER_MAX_WINDOW_SECONDS,
+        source=source,
+    )
+
+
+def conformer_spec(cfg: Mapping[str, Any]) -> ConformerSpec:
+    """The ``ConformerSpec`` of a GigaAM cfg; any option we cannot reproduce is refused."""
+    model_class = cfg.get("model_class", "ctc")
+    if model_class != "ctc":
+        raise CheckpointError(f"model_class {model_class!r}: only CTC models are supported")
+    encoder = _section(cfg, "encoder")
+    _require_target(encoder, "encoder", _ENCODER_TARGET)
+    unknown = sorted(set(encoder) - set(_ENCODER_DEFAULTS) - _ENCODER_IGNORED)
+    if unknown:
+        raise CheckpointError(f"encoder options {unknown} are not supported")
+    options = {**_ENCODER_DEFAULTS, **encoder}
+    head = _section(cfg, "head")
+    _require_target(head, "head", _CTC_HEAD_TARGET)
+    if set(head) - {"_target_", "feat_in", "num_classes"}:
+        raise CheckpointError(f"head options {sorted(head)} are not a CTC head's")
+    subsampling = options["subsampling"]
+    if subsampling not in ("conv1d", "conv2d"):
+        raise CheckpointError(f"encoder.subsampling {subsampling!r} is not supported")
+    attention = options["self_attention_model"]
+    if attention not in ("rotary", "rel_pos"):
+        raise CheckpointError(f"encoder.self_attention_model {attention!r} is not supported")
+    norm = options["conv_norm_type"]
+    if norm not in ("batch_norm", "layer_norm"):
+        raise CheckpointError(f"encoder.conv_norm_type {norm!r} is not supported")
+    d_model = _int(options, "d_model")
+    if _int(head, "feat_in", d_model) != d_model:
+        raise CheckpointError(f"head.feat_in {head['feat_in']} != encoder.d_model {d_model}")
+    if "num_classes" not in head:
+        raise CheckpointError("cfg.head has no num_classes")
+    return ConformerSpec(
+        feat_in=_int(options, "feat_in"),
+        n_layers=_int(options, "n_layers"),
+        d_model=d_model,
+        n_heads=_int(options, "n_heads"),
+        num_classes=_int(head, "num_classes"),
+        ff_expansion_factor=_int(options, "ff_expansion_factor"),
+        conv_kernel_size=_int(options, "conv_kernel_size"),
+        conv_norm=norm,
+        attention=attention,
+        xscaling=False,  # GigaAM's positional modules do not scale the input
+        subsampling=subsampling,
+        subsampling_factor=_int(options, "subsampling_factor"),
+        subsampling_kernel=_int(options, "subs_kernel_size"),
+        subsampling_channels=-1,  # upstream: conv_channels = d_model
+        pos_emb_max_len=_int(options, "pos_emb_max_len"),
+    )
+
+
+def frontend_config(cfg: Mapping[str, Any], state_dict: Mapping[str, Tensor]) -> GigaamMelConfig:
+    """The front end the cfg describes, checked against the window and filterbank stored
+    in the checkpoint; whether those were stored bfloat16-rounded (v3) is read from them."""
+    config = frontend_from_cfg(cfg)
+    return _check_stored_buffers(config, state_dict)
+
+
+def frontend_from_cfg(cfg: Mapping[str, Any]) -> GigaamMelConfig:
+    """The front end a cfg's preprocessor section describes (bf16_buffers not decided)."""
+    pre = _section(cfg, "preprocessor")
+    _require_target(pre, "preprocessor", _PREPROCESSOR_TARGET)
+    unknown = sorted(set(pre) - _PREPROCESSOR_KEYS)
+    if unknown:
+        raise CheckpointError(f"preprocessor options {unknown} are not supported")
+    if pre.get("mel_scale", "htk") != "htk" or pre.get("mel_norm") is not None:
+        raise CheckpointError(
+            f"preprocessor mel_scale={pre.get('mel_scale')!r} mel_norm={pre.get('mel_norm')!r}: "
+            "only the HTK scale without filterbank norm (torchaudio's default) is supported"
+        )
+    rate = _int(pre, "sample_rate", _int(cfg, "sample_rate", 16000))
+    if _int(cfg, "sample_rate", rate) != rate:
+        raise CheckpointError(f"cfg.sample_rate {cfg['sample_rate']} != preprocessor's {rate}")
+    center = pre.get("center", True)
+    if not isinstance(center, bool):
+        raise CheckpointError(f"preprocessor.center {center!r} is not a boolean")
+    try:
+        config = GigaamMelConfig(
+            sample_rate=rate,
+            n_fft=_int(pre, "n_fft", rate // 40),
+            win_length=_int(pre, "win_length", rate // 40),
+            hop_length=_int(pre, "hop_length", rate // 100),
+            n_mels=_int(pre, "features"),
+            center=center,
+        )
+    except BundleError as exc:
+        raise CheckpointError(f"cfg.preprocessor: {exc}") from exc
+    return config
+
+
+def _check_stored_buffers(
+    config: GigaamMelConfig, state_dict: Mapping[str, Tensor]
+) -> GigaamMelConfig:
+    window, filterbank = gigaam_buffers(config)  # what the bundle's front end will use
+    expected = {"window": torch.from_numpy(window), "fb": torch.from_numpy(filterbank.T.copy())}
+    rounding: set[bool] = {False, True}
+    for key, name in ((WINDOW_KEY, "window"), (FILTERBANK_KEY, "fb")):
+        if key not in state_dict:
+            raise CheckpointError(f"the checkpoint has no {key}")
+        rounding &= _buffer_rounding(key, state_dict[key], expected[name])
+    if not rounding:
+        raise CheckpointError(
+            "the stored window and filterbank disagree on bfloat16 rounding; refusing to "
+            "guess which features the model was trained on"
+        )
+    return GigaamMelConfig(**{**vars(config), "bf16_buffers": True in rounding})
+
+
+def describe(spec: ConformerSpec) -> str:
+    attention = "rotary" if spec.attention == "rotary" else "relative-position"
+    return (
+        f"GigaAM Conformer-CTC: {spec.n_layers} layers, d_model {spec.d_model}, "
+        f"{spec.n_heads} heads, {attention} attention, {spec.subsampling} subsampling "
+        f"x{spec.subsampling_factor} (kernel {spec.subsampling_kernel}), conv kernel "
+        f"{spec.conv_kernel_size} with {spec.conv_norm}, {spec.num_classes} classes"
+    )
+
+
+def _buffer_rounding(key: str, stored: Tensor, expected: Tensor) -> set[bool]:
+    """Which ``bf16_buffers`` settings explain a stored buffer (empty: neither)."""
+    if tuple(stored.shape) != tuple(expected.shape):
+        raise CheckpointError(
+            f"{key} has shape {tuple(stored.shape)}, the preprocessor cfg implies "
+            f"{tuple(expected.shape)}"
+        )
+    theirs = stored.detach().float()
+    if not bool(torch.isfinite(theirs).all()):
+        raise CheckpointError(f"{key} holds non-finite values")
+    settings: set[bool] = set()
+    difference = float((theirs - expected).abs().max())
+    if difference <= FP32_TOLERANCE:
+        settings.add(False)
+    representable = bool(torch.equal(theirs.bfloat16().float(), theirs))
+    bound = expected.abs() * BF16_RELATIVE_ROUNDING + FP32_TOLERANCE
+    if representable and bool(((theirs - expected).abs() <= bound).all()):
+        settings.add(True)
+    if not settings:
+        raise CheckpointError(
+            f"{key} differs from the front end the preprocessor cfg describes (max |Δ| "
+            f"{difference:.2e}, not explained by bfloat16 rounding); refusing to export "
+            "mismatched features"
+        )
+    return settings
+
+
+def gigaam_vocabulary(
+    cfg: Mapping[str, Any], tokenizer: Path | None, num_classes: int, source: dict[str, Any]
+) -> tuple[Vocabulary, TokenKind]:
+    decoding = _section(cfg, "decoding")
+    _require_target(decoding, "decoding", _CTC_DECODING_TARGET)
+    labels = decoding.get("vocabulary")
+    if decoding.get("model_path") or not labels:
+        if tokenizer is None:
+            raise CheckpointError(
+                "this GigaAM model decodes with SentencePiece: pass its tokenizer "
+                "(<name>_tokenizer.model, published next to the checkpoint)"
+            )
+        vocabulary = sentencepiece_vocabulary(tokenizer)
+        source["tokenizer"] = tokenizer.name
+        source["tokenizer_sha256"] = _digests(tokenizer)[0]
+        kind: TokenKind = "sentencepiece"
+    else:
+        if tokenizer is not None:
+            raise CheckpointError(
+                "this GigaAM model has a character vocabulary; it takes no tokenizer"
+            )
+        if not all(isinstance(label, str) and label for label in labels):
+            raise CheckpointError("cfg.decoding.vocabulary must list non-empty strings")
+        vocabulary = Vocabulary.from_labels([str(label) for label in labels])
+        kind = "char"
+    if len(vocabulary) != num_classes:
+        raise CheckpointError(
+            f"head.num_classes is {num_classes}, but the vocabulary has {len(vocabulary) - 1} "
+            "tokens plus the blank"
+        )
+    return vocabulary, kind
+
+
+def sentencepiece_vocabulary(path: Path) -> Vocabulary:
+    """Piece strings for ids 0..N-1, then the blank (N), as upstream CTCGreedyDecoding.
+
+    Pieces are kept as SentencePiece spells them ("▁" starts a word). Byte-fallback pieces
+    cannot be decoded piece by piece and are refused; ``<unk>`` and control pieces stay as
+    their names (SentencePiece would print " ⁇ " and nothing: a CTC model trained on
+    encoded text does not emit them).
+    """
+    try:
+        import sentencepiece  # type: ignore[import-untyped]  # noqa: PLC0415 (export only)
+    except ImportError as exc:  # pragma: no cover - requirements-dev.txt installs it
+        raise CheckpointError(
+            "reading a GigaAM tokenizer needs `pip install sentencepiece`"
+        ) from exc
+    processor = sentencepiece.SentencePieceProcessor()
+    try:
+        processor.Load(str(path))
+    except (OSError, RuntimeError) as exc:
+        raise CheckpointError(f"{path} is not a SentencePiece model: {exc}") from exc
+    pieces = [str(processor.IdToPiece(i)) for i in range(int(processor.GetPieceSize()))]
+    for index, piece in enumerate(pieces):
+        if processor.IsByte(index):
+            raise CheckpointError(f"{path.name}: byte-fallback pieces ({piece}) are unsupported")
+        if not piece or any(ch.isspace() for ch in piece) or piece == BLANK_TOKEN:
+            raise CheckpointError(f"{path.name}: piece {index} {piece!r} cannot be a token")
+    return Vocabulary((*pieces, BLANK_TOKEN), blank_id=len(pieces))
+
+
+def _fine_tuned(
+    loaded: Mapping[str, Any], path: Path, base: Path | None, source: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    hyper = loaded.get("hyper_parameters")
+    name = hyper.get("model_name") if isinstance(hyper, Mapping) else None
+    if not isinstance(name, str) or not name:
+        raise CheckpointError(
+            f"{path} looks like a Lightning checkpoint but its hyper_parameters name no "
+            "model_name: not a GigaAM train_utils fine-tune"
+        )
+    base_name = resolve_release_name(name)
+    if base is None:
+        raise CheckpointError(
+            f"{path.name} is fine-tuned from {base_name!r} and holds no cfg: pass that "
+            "checkpoint as the base (e.g. download it by name)"
+        )
+    base_loaded = _read_pickle(base)
+    if "cfg" not in base_loaded:
+        raise CheckpointError(f"base {base} holds no cfg: give the published checkpoint")
+    cfg = _plain_config(base_loaded["cfg"], base)
+    base_sha256, base_md5 = _digests(base)
+    known = cfg.get("model_name") or _release_by_md5(base_md5)
+    if known is not None and resolve_release_name(str(known)) != base_name:
+        raise CheckpointError(
+            f"{path.name} was fine-tuned from {base_name!r}, but the base is {known!r}"
+        )
+    weights = _tensors(loaded.get("state_dict"), path)
+    source.update(
+        upstream_model=base_name,
+        fine_tuned_from=base_name,
+        base_checkpoint=base.name,
+        base_checkpoint_sha256=base_sha256,
+    )
+    return cfg, {k: v for k, v in weights.items() if k.startswith(MODEL_PREFIXES)}
+
+
+def _read_pickle(path: Path) -> Mapping[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=False)
+    except ModuleNotFoundError as exc:
+        raise CheckpointError(
+            f"{path} needs {exc.name!r} to unpickle (GigaAM's cfg is an omegaconf DictConfig: "
+            "pip install -r requirements-dev.txt)"
+        ) from exc
+    except Exception as exc:  # torch raises many types for corrupt pickles
+        raise CheckpointError(f"{path} is not a loadable PyTorch checkpoint: {exc}") from exc
+    if not isinstance(loaded, Mapping) or "state_dict" not in loaded:
+        raise CheckpointError(f"{path} holds no state_dict: not a GigaAM checkpoint")
+    return cast(Mapping[str, Any], loaded)
+
+
+def _plain_config(cfg: Any, path: Path) -> dict[str, Any]:
+    """An omegaconf DictConfig (as published) or a plain mapping, as nested dicts."""
+    if type(cfg).__module__.startswith("omegaconf"):
+        from omegaconf import OmegaConf  # noqa: PLC0415 (export-only dependency)
+
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    if not isinstance(cfg, Mapping):
+        raise CheckpointError(f"{path}: cfg is a {type(cfg).__name__}, not a mapping")
+    return {str(key): _plain(value) for key, value in cfg.items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _tensors(state_dict: Any, path: Path) -> dict[str, Tensor]:
+    if not isinstance(state_dict, Mapping) or not all(
+        isinstance(v, Tensor) for v in state_dict.values()
+    ):
+        raise CheckpointError(f"{path}: state_dict is not a mapping of tensors")
+    return {str(k): v for k, v in state_dict.items()}
+
+
+def _section(cfg: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    section = cfg.get(name)
+    if not isinstance(section, Mapping):
+        raise CheckpointError(f"cfg has no {name!r} section")
+    return section
+
+
+def _require_target(section: Mapping[str, Any], name: str, target: str) -> None:
+    found = section.get("_target_", target)
+    if found != target:
+        raise CheckpointError(f"cfg.{name} is {found!r}; only {target} is supported")
+
+
+def _int(section: Mapping[str, Any], key: str, default: int | None = None) -> int:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CheckpointError(f"cfg option {key}={value!r} is not an integer")
+    return value
+
+
+def _digests(path: Path) -> tuple[str, str]:
+    """sha256 and MD5 of a file in one pass (upstream identifies releases by MD5)."""
+    sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            sha256.update(chunk)
+            md5.update(chunk)
+    return sha256.hexdigest(), md5.hexdigest()
+
+
+def _release_by_md5(md5: str) -> str | None:
+    return next((r.name for r in GIGAAM_RELEASES.values() if r.md5 == md5), None)
