@@ -36,9 +36,14 @@ from asr.config import GigaamMelConfig  # noqa: E402
 from asr.frontend import make_frontend  # noqa: E402
 from asr.resample import resample  # noqa: E402
 
+from bench.quartznet_speed import cold_start  # noqa: E402
+from export.clips import file_clips  # noqa: E402
 from export.conformer import ConformerCTC, ConformerSpec  # noqa: E402
 from export.onnx_export import export_onnx  # noqa: E402
-from export.quantize import SCHEMES, quantize  # noqa: E402
+from export.onnx_import import describe_graph  # noqa: E402
+from export.pipeline import ExportOptions, export_onnx_bundle  # noqa: E402
+from export.quantize import CONFORMER_SCHEME, SCHEMES, quantize  # noqa: E402
+from export.verify import Thresholds  # noqa: E402
 
 V3_FRONTEND = GigaamMelConfig(n_fft=320, win_length=320, center=False, bf16_buffers=True)
 
@@ -132,6 +137,7 @@ def main() -> None:
             rows[name] = row
             print(name, row, flush=True)
             int8.unlink()
+        bundles = first_request(fp32, Path(tmp))
     report = {
         "shape": f"GigaAM v3 CTC ({args.layers} layers, d_model 768), random weights",
         "parameters": parameters,
@@ -142,10 +148,37 @@ def main() -> None:
         "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d"),
         "results": rows,
+        "bundles": bundles,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(_table(rows))
+
+
+def first_request(fp32: Path, workdir: Path) -> dict[str, dict[str, Any]]:
+    """fp32 and default-int8 bundles of the graph: size and first request in a fresh
+    process (imports, bundle load, a 5 s clip), as a cold Lambda would run them."""
+    tokens = workdir / "tokens.txt"
+    tokens.write_text("".join(f"{t} {i}\n" for i, t in enumerate(CHAR_TOKENS)), "utf-8")
+    description = describe_graph(tokens, "gigaam-v3")
+    clip = sorted((SPEECH / "ru").glob("*.wav"))[0]
+    gate_off = Thresholds(min_int8_token_agreement=0.0, max_int8_cer_vs_fp32=1.0)
+    results: dict[str, dict[str, Any]] = {}
+    for precision in ("fp32", "int8"):
+        out = workdir / f"bundle-{precision}"
+        options = ExportOptions(model_id=f"v3-shape-{precision}", thresholds=gate_off,
+                                precision=precision)  # fmt: skip
+        export_onnx_bundle(
+            fp32, description, out, file_clips([clip], 16000), options, step=lambda m: None
+        )
+        row: dict[str, Any] = {"model_mb": round((out / "model.onnx").stat().st_size / 1e6, 1)}
+        row |= {k: round(v, 2) for k, v in cold_start(out, clip).items()}
+        results[precision if precision == "fp32" else CONFORMER_SCHEME.name] = row
+        print(precision, row, flush=True)
+    return results
+
+
+CHAR_TOKENS = ["▁", *(chr(c) for c in range(ord("а"), ord("я") + 1) if chr(c) != "ё"), "<blk>"]
 
 
 def _cpu_flags() -> list[str]:

@@ -51,10 +51,7 @@ class FrontendConfig:
     valid_frames: Literal["floor", "all"] = "floor"
 
     def __post_init__(self) -> None:
-        _require(self.sample_rate > 0, "frontend.sample_rate must be positive")
-        _require(self.hop_length > 0, "frontend.hop_length must be positive")
-        _require(0 < self.win_length <= self.n_fft, "frontend needs 0 < win_length <= n_fft")
-        _require(self.n_mels > 0, "frontend.n_mels must be positive")
+        _require_framing(self)
         _require(self.log_guard > 0, "frontend.log_guard must be positive")
         top = self.sample_rate / 2 if self.fmax is None else self.fmax
         _require(
@@ -85,10 +82,7 @@ class GigaamMelConfig:
     bf16_buffers: bool = False
 
     def __post_init__(self) -> None:
-        _require(self.sample_rate > 0, "frontend.sample_rate must be positive")
-        _require(self.hop_length > 0, "frontend.hop_length must be positive")
-        _require(0 < self.win_length <= self.n_fft, "frontend needs 0 < win_length <= n_fft")
-        _require(self.n_mels > 0, "frontend.n_mels must be positive")
+        _require_framing(self)
         _require(0 < self.clamp_min < self.clamp_max, "frontend needs 0 < clamp_min < clamp_max")
 
 
@@ -194,6 +188,13 @@ def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
     if not isinstance(section, dict):
         raise BundleError(f"config.json is missing its {name!r} section")
     return section
+
+
+def _require_framing(config: FrontendConfig | GigaamMelConfig) -> None:
+    _require(config.sample_rate > 0, "frontend.sample_rate must be positive")
+    _require(config.hop_length > 0, "frontend.hop_length must be positive")
+    _require(0 < config.win_length <= config.n_fft, "frontend needs 0 < win_length <= n_fft")
+    _require(config.n_mels > 0, "frontend.n_mels must be positive")
 
 
 def _require(condition: bool, message: str) -> None:
