@@ -21,16 +21,16 @@ import math
 import re
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import soundfile as sf
 import torch
-from asr.frontend import NemoMelFrontend
+from asr.frontend import Frontend, NemoMelFrontend
 from asr.resample import resample
 from torch import Tensor, nn
 
@@ -155,6 +155,12 @@ DEMO_CLIPS: tuple[tuple[str, int], ...] = (
 # Acceptance: every demo clip exact, and at most this CER over all held-out clips.
 MAX_HELDOUT_CER = 0.01
 
+# Anything ``train`` can fit: a fresh CTC model, ``model(features [B, F, T], lengths [B])``
+# → ``(log_probs [B, T', len(VOCABULARY) + 1], out_lengths [B])``, blank last.
+ModelFactory = Callable[[], nn.Module]
+# What SpecAugment writes into masked regions (see ``spec_augment``).
+MaskFill = Literal["zero", "feature_mean"]
+
 
 def train_voices() -> list[Voice]:
     return [
@@ -256,7 +262,7 @@ def augment_clips(clips: Sequence[Clip], seed: int) -> list[Clip]:
     return augmented
 
 
-def make_examples(clips: Sequence[Clip], frontend: NemoMelFrontend) -> list[Example]:
+def make_examples(clips: Sequence[Clip], frontend: Frontend) -> list[Example]:
     """Features once per clip with the runtime's numpy front end."""
     return [
         Example(
@@ -299,22 +305,34 @@ def spec_augment(
     freq_width: int = 8,
     time_masks: int = 2,
     time_width: int = 10,
+    fill: MaskFill = "zero",
 ) -> Tensor:
-    """SpecAugment: zero random mel bands and frame spans (0 is the normalised mean)."""
+    """SpecAugment: mask random mel bands and frame spans of each clip's valid frames.
+
+    ``zero`` suits per-feature-normalised features (NeMo), where 0 is each mel bin's mean.
+    ``feature_mean`` writes each bin's own mean over the clip's valid frames, which is the
+    same thing for features that are not normalised (GigaAM's raw log-mel): a masked span
+    looks like the clip's average spectrum, not like silence (log 1e-9) or like a loud
+    frame (log 1 = 0). The random draws do not depend on ``fill``.
+    """
     out = features.clone()
     n_mels = features.shape[1]
     for row in range(features.shape[0]):
         length = int(lengths[row])
+        if fill == "zero":
+            value = torch.zeros(n_mels, 1)
+        else:
+            value = features[row, :, :length].mean(dim=1, keepdim=True)
         for _ in range(freq_masks):
             width = int(torch.randint(0, freq_width + 1, (1,), generator=generator))
             start = int(torch.randint(0, n_mels - width + 1, (1,), generator=generator))
-            out[row, start : start + width, :length] = 0.0
+            out[row, start : start + width, :length] = value[start : start + width]
         for _ in range(time_masks):
             width = int(
                 torch.randint(0, min(time_width, length // 8) + 1, (1,), generator=generator)
             )
             start = int(torch.randint(0, length - width + 1, (1,), generator=generator))
-            out[row, :, start : start + width] = 0.0
+            out[row, :, start : start + width] = value
     return out
 
 
@@ -330,6 +348,7 @@ class TrainSettings:
     # Clips per epoch, drawn afresh each epoch (None: all of them).
     epoch_examples: int | None = None
     spec_augment: bool = True
+    mask_fill: MaskFill = "zero"
     # Validation and the saved model use an exponential moving average of the weights:
     # smoother than the last step's weights, and better on unheard voices.
     ema_decay: float = 0.995
@@ -347,7 +366,7 @@ class Evaluation:
 
 @dataclass
 class TrainResult:
-    model: QuartzNetCTC
+    model: nn.Module
     steps: int
     epochs: int
     seconds: float
@@ -370,7 +389,7 @@ def deterministic(seed: int) -> Iterator[None]:
 
 
 @torch.no_grad()
-def evaluate(model: QuartzNetCTC, examples: Sequence[Example], batch_size: int = 64) -> Evaluation:
+def evaluate(model: nn.Module, examples: Sequence[Example], batch_size: int = 64) -> Evaluation:
     was_training = model.training
     model.eval()
     ctc = nn.CTCLoss(blank=BLANK, zero_infinity=True, reduction="sum")
@@ -431,7 +450,7 @@ class WeightAverage:
 class _Run:
     """Mutable training state shared by the epochs of one ``train`` call."""
 
-    model: QuartzNetCTC
+    model: nn.Module
     optimizer: torch.optim.Optimizer
     average: WeightAverage
     settings: TrainSettings
@@ -449,7 +468,7 @@ class _Run:
     def train_step(self, batch: Sequence[Example]) -> float:
         features, lengths, targets, target_lengths = collate(batch)
         if self.settings.spec_augment:
-            features = spec_augment(features, lengths, self.generator)
+            features = spec_augment(features, lengths, self.generator, fill=self.settings.mask_fill)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step, self.total_steps, self.settings)
         log_probs, out_lengths = self.model(features, lengths)
@@ -479,7 +498,7 @@ class _Run:
 
 
 def train(
-    spec: QuartzNetSpec,
+    model_factory: QuartzNetSpec | ModelFactory,
     train_set: Sequence[Example],
     val_set: Sequence[Example],
     settings: TrainSettings,
@@ -487,12 +506,21 @@ def train(
 ) -> TrainResult:
     """CTC training until validation is exact, the time budget ends or max_epochs pass.
 
-    Returns a model in eval mode with the averaged weights of its best validation (lowest
-    CER, then lowest validation loss). Deterministic for a given seed and thread count.
+    ``model_factory`` builds the model (called twice under the seed: the trained copy and
+    the averaged one); a ``QuartzNetSpec`` means ``QuartzNetCTC(spec)``. Returns a model in
+    eval mode with the averaged weights of its best validation (lowest CER, then lowest
+    validation loss). Deterministic for a given seed and thread count.
     """
+    if isinstance(model_factory, QuartzNetSpec):
+        spec = model_factory
+
+        def factory() -> nn.Module:
+            return QuartzNetCTC(spec)
+    else:
+        factory = model_factory
     started = time.monotonic()
     with deterministic(settings.seed):
-        model, averaged = QuartzNetCTC(spec), QuartzNetCTC(spec).eval()
+        model, averaged = factory(), factory().eval()
         epoch_size = min(settings.epoch_examples or len(train_set), len(train_set))
         steps_per_epoch = math.ceil(epoch_size / settings.batch_size)
         run = _Run(
@@ -552,14 +580,14 @@ def model_config(blocks: Sequence[JasperBlockSpec], note: str | None = None) -> 
     return config
 
 
-def save_nemo(path: Path, config: dict[str, Any], model: QuartzNetCTC) -> None:
+def save_nemo(path: Path, config: dict[str, Any], model: nn.Module) -> None:
     """The real .nemo layout: model weights plus the preprocessor's window/fb buffers."""
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     state.update(preprocessor_state(frontend_from_nemo(config)))
     write_nemo(path, config, state)
 
 
-def transcribe(model: QuartzNetCTC, frontend: NemoMelFrontend, audio: FloatArray) -> str:
+def transcribe(model: nn.Module, frontend: Frontend, audio: FloatArray) -> str:
     features = torch.from_numpy(frontend(audio))[None]
     with torch.no_grad():
         log_probs, lengths = model(features, torch.tensor([features.shape[2]]))
@@ -650,14 +678,26 @@ def training_report(
     counts: dict[str, int],
     seconds: float,
 ) -> dict[str, Any]:
+    architecture = {"blocks": [block.to_nemo() for block in blocks]}
+    return report_fields(result, settings, architecture, counts, seconds)
+
+
+def report_fields(
+    result: TrainResult,
+    settings: TrainSettings,
+    architecture: dict[str, Any],
+    counts: dict[str, int],
+    seconds: float,
+) -> dict[str, Any]:
+    """The training report both demo models write: run, data and validation facts."""
     validation = result.validation
     return {
-        "model_file": MODEL_FILE,
+        "model_file": architecture.pop("model_file", MODEL_FILE),
         "seed": settings.seed,
         "torch_version": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "parameters": parameter_count(result.model),
-        "blocks": [block.to_nemo() for block in blocks],
+        **architecture,
         "steps": result.steps,
         "epochs": result.epochs,
         "train_seconds": round(result.seconds, 1),
