@@ -38,3 +38,6 @@ else
 fi
 pip install --no-deps -e . 2>/dev/null
 .venv/bin/python scripts/place_ffmpeg.py
+if [ "$mode" = dev ]; then
+  bash scripts/build_demo_conformer.sh   # the tests' trained Conformer (not committed)
+fi

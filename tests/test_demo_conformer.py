@@ -1,5 +1,8 @@
 """The demo Conformer (GigaAM v3 layout, scripts/train_demo_conformer.py).
 
+Not committed (8 MB): scripts/setup.sh dev builds the checkpoint and its bundle with
+scripts/build_demo_conformer.sh, which scripts/test.sh runs first.
+
 Its checkpoint is a GigaAM checkpoint as upstream writes them; the shared training loop
 trains a Conformer (smoke run); and its transcripts are identical through every stage:
 PyTorch (``load_gigaam``) → ONNX fp32 → int8 bundle → Transcriber → Lambda handler.
@@ -67,6 +70,12 @@ MANIFEST = DEMO / "audio" / MANIFEST_FILE
 BUNDLE = DEMO / "conformer_bundle"
 # GigaAM's character vocabulary (cfg.decoding.vocabulary of v1/v2/v3 CTC).
 GIGAAM_CHARS = [" ", *(chr(c) for c in range(ord("а"), ord("я") + 1))]
+
+@pytest.fixture(autouse=True, scope="module")
+def _built_demo_conformer() -> None:
+    if not CHECKPOINT.is_file() or not (BUNDLE / "config.json").is_file():
+        pytest.fail("the demo Conformer is not built: run scripts/build_demo_conformer.sh")
+
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing")
 
@@ -180,7 +189,7 @@ def torch_transcript(samples: np.ndarray) -> str:
     return greedy_decode(log_probs[0].numpy(), source.vocabulary, 0.04).text
 
 
-def test_committed_checkpoint_transcribes_its_clips_exactly() -> None:
+def test_demo_checkpoint_transcribes_its_clips_exactly() -> None:
     for path, text in demo_clips():
         samples = decode_audio(path, 16000).samples
         assert torch_transcript(samples) == text
@@ -196,7 +205,7 @@ def test_training_report_records_the_acceptance() -> None:
     assert exact == total == 2 * len(demo_clips())  # as written, and via 8 kHz int16
 
 
-def test_committed_conformer_demo_files_stay_small() -> None:
+def test_demo_conformer_files_stay_small() -> None:
     files = [CHECKPOINT, REPORT, *BUNDLE.iterdir()]
     assert sum(path.stat().st_size for path in files) < 13_000_000
 
@@ -337,9 +346,7 @@ def test_handler_returns_the_same_transcripts(conformer_handler: Any) -> None:
         assert result["transcript"]["text"] == text
 
 
-def test_committed_bundle_is_the_export_of_the_committed_checkpoint() -> None:
-    if not (BUNDLE / "config.json").is_file():
-        pytest.fail("demo/conformer_bundle is missing: run scripts/build_demo_bundle.sh")
+def test_demo_bundle_is_the_export_of_the_demo_checkpoint() -> None:
     bundle = load_bundle(BUNDLE)
     assert bundle.config.source["checkpoint_sha256"] == sha256_of(CHECKPOINT)
     assert bundle.config.source["quantization"]["name"] == CONFORMER_SCHEME.name

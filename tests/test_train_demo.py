@@ -140,7 +140,7 @@ def test_committed_demo_model_transcribes_its_clips_exactly() -> None:
 
 
 def test_committed_demo_files_are_small() -> None:
-    """The QuartzNet demo's files; the demo Conformer's have their own budget
+    """The QuartzNet demo's files; the demo Conformer's are built at setup, not committed
     (tests/test_demo_conformer.py)."""
     demo = REPO_ROOT / "demo"
     conformer = {"demo_gigaam_ru.ckpt", "conformer_training_report.json", "conformer_bundle"}
