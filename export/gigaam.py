@@ -39,7 +39,8 @@ from torch import Tensor
 from .conformer import ConformerCTC, ConformerSpec, load_weights
 from .download import DownloadError, PublishedCheckpoint, download
 from .quartznet import CheckpointError
-from .source_model import CONFORMER_MAX_WINDOW_SECONDS, SourceModel
+from .sentencepiece_tokens import sentencepiece_pieces
+from .source_model import CONFORMER_MAX_WINDOW_SECONDS, ModelDescription, SourceModel
 
 GIGAAM_CDN = "https://cdn.chatwm.opensmodel.sberdevices.ru/GigaAM"
 # Parts of a GigaAMASR state_dict; upstream keeps exactly these from a fine-tuned one.
@@ -219,12 +220,7 @@ def load_gigaam(
     source["published_release"] = _release_by_md5(md5)
 
     spec = conformer_spec(cfg)
-    frontend = frontend_config(cfg, state_dict)
-    if frontend.n_mels != spec.feat_in:
-        raise CheckpointError(
-            f"preprocessor makes {frontend.n_mels} mel bins, encoder.feat_in is {spec.feat_in}"
-        )
-    vocabulary, token_kind = gigaam_vocabulary(cfg, tokenizer, spec.num_classes, source)
+    description = gigaam_description(cfg, spec, frontend_config(cfg, state_dict), tokenizer, source)
 
     unknown = sorted(k for k in state_dict if k.startswith("preprocessor."))
     unknown = [k for k in unknown if k not in (WINDOW_KEY, FILTERBANK_KEY)]
@@ -240,8 +236,24 @@ def load_gigaam(
     model.eval()
     source["architecture"] = describe(spec)
     source["parameters"] = sum(p.numel() for p in model.parameters())
-    return SourceModel(
-        model=model,
+    return SourceModel.of(description, model)
+
+
+def gigaam_description(
+    cfg: Mapping[str, Any],
+    spec: ConformerSpec,
+    frontend: GigaamMelConfig,
+    tokenizer: Path | None,
+    source: dict[str, Any],
+) -> ModelDescription:
+    """Front end, vocabulary and frame rate of a GigaAM CTC model (a checkpoint's or an
+    exported graph's); ``source`` gains the tokenizer's provenance."""
+    if frontend.n_mels != spec.feat_in:
+        raise CheckpointError(
+            f"preprocessor makes {frontend.n_mels} mel bins, encoder.feat_in is {spec.feat_in}"
+        )
+    vocabulary, token_kind = gigaam_vocabulary(cfg, tokenizer, spec.num_classes, source)
+    return ModelDescription(
         family="conformer",
         frontend=frontend,
         vocabulary=vocabulary,
@@ -428,30 +440,13 @@ def gigaam_vocabulary(
 
 
 def sentencepiece_vocabulary(path: Path) -> Vocabulary:
-    """Piece strings for ids 0..N-1, then the blank (N), as upstream CTCGreedyDecoding.
-
-    Pieces are kept as SentencePiece spells them ("▁" starts a word). Byte-fallback pieces
-    cannot be decoded piece by piece and are refused; ``<unk>`` and control pieces stay as
-    their names (SentencePiece would print " ⁇ " and nothing: a CTC model trained on
-    encoded text does not emit them).
-    """
+    """The tokenizer's pieces for ids 0..N-1, then the blank (N), as upstream
+    CTCGreedyDecoding."""
     try:
-        import sentencepiece  # type: ignore[import-untyped]  # noqa: PLC0415 (export only)
-    except ImportError as exc:  # pragma: no cover - requirements-dev.txt installs it
-        raise CheckpointError(
-            "reading a GigaAM tokenizer needs `pip install sentencepiece`"
-        ) from exc
-    processor = sentencepiece.SentencePieceProcessor()
-    try:
-        processor.Load(str(path))
-    except (OSError, RuntimeError) as exc:
-        raise CheckpointError(f"{path} is not a SentencePiece model: {exc}") from exc
-    pieces = [str(processor.IdToPiece(i)) for i in range(int(processor.GetPieceSize()))]
-    for index, piece in enumerate(pieces):
-        if processor.IsByte(index):
-            raise CheckpointError(f"{path.name}: byte-fallback pieces ({piece}) are unsupported")
-        if not piece or any(ch.isspace() for ch in piece) or piece == BLANK_TOKEN:
-            raise CheckpointError(f"{path.name}: piece {index} {piece!r} cannot be a token")
+        model = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read tokenizer {path}: {exc}") from exc
+    pieces = sentencepiece_pieces(model, path.name)
     return Vocabulary((*pieces, BLANK_TOKEN), blank_id=len(pieces))
 
 

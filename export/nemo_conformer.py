@@ -21,7 +21,7 @@ nemo:<uid>_tokenizer.model``), its pieces must equal that vocabulary.
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn
@@ -33,12 +33,12 @@ from .checkpoint import NON_MODEL_PREFIXES, LoadedCheckpoint
 from .conformer import ConformerCTC, ConformerSpec, load_weights
 from .nemo_config import NemoStft, check_preprocessor_buffers, frontend_from_nemo
 from .quartznet import CheckpointError
+from .sentencepiece_tokens import sentencepiece_pieces
 from .source_model import CONFORMER_MAX_WINDOW_SECONDS, SourceModel
 
 CTC_HEAD_KEY = "decoder.decoder_layers.0.weight"
 # SentencePiece piece types (sentencepiece_model.proto): BYTE pieces stand for raw bytes,
 # which a piece-by-piece decoder cannot render.
-_PIECE_TYPE_BYTE = 6
 
 
 @dataclass(frozen=True)
@@ -233,10 +233,7 @@ def ctc_vocabulary(
             f"tokenizer.type={tokenizer_type!r} is not supported (SentencePiece 'bpe' only)"
         )
     if tokenizer_model is not None:
-        pieces = sentencepiece_pieces(tokenizer_model)
-        if any(kind_ == _PIECE_TYPE_BYTE for _, kind_ in pieces):
-            raise CheckpointError("SentencePiece byte-fallback pieces are not supported")
-        names = [piece for piece, _ in pieces]
+        names = sentencepiece_pieces(tokenizer_model, "the archive's tokenizer model")
         if listed and listed != names:
             first = next(
                 (i for i, (a, b) in enumerate(zip(listed, names, strict=False)) if a != b),
@@ -250,65 +247,6 @@ def ctc_vocabulary(
     if not listed:
         raise CheckpointError("the config lists no vocabulary and the archive has no tokenizer")
     return listed
-
-
-def sentencepiece_pieces(model: bytes) -> list[tuple[str, int]]:
-    """(piece, type) in id order from a serialized SentencePiece ``ModelProto``.
-
-    Only field 1 (``repeated SentencePiece pieces``) is read; in each piece, field 1 is
-    the text and field 3 the type (1 normal, 2 unknown, 3 control, 6 byte, ...).
-    """
-    pieces: list[tuple[str, int]] = []
-    for field, _, payload in _proto_fields(model):
-        if field != 1 or not isinstance(payload, bytes):
-            continue
-        text, piece_type = "", 1
-        for inner, _, value in _proto_fields(payload):
-            if inner == 1 and isinstance(value, bytes):
-                try:
-                    text = value.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise CheckpointError("the SentencePiece model has a non-UTF-8 piece") from exc
-            elif inner == 3 and isinstance(value, int):
-                piece_type = value
-        pieces.append((text, piece_type))
-    if not pieces:
-        raise CheckpointError("the tokenizer model holds no SentencePiece pieces")
-    return pieces
-
-
-def _proto_fields(data: bytes) -> Iterator[tuple[int, int, int | bytes]]:
-    """(field number, wire type, varint value or raw bytes) of one protobuf message."""
-    pos = 0
-    while pos < len(data):
-        key, pos = _varint(data, pos)
-        field, wire = key >> 3, key & 7
-        value: int | bytes
-        if wire == 0:
-            value, pos = _varint(data, pos)
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            value, pos = data[pos : pos + size], pos + size
-        elif wire == 2:
-            size, pos = _varint(data, pos)
-            value, pos = data[pos : pos + size], pos + size
-        else:
-            raise CheckpointError(f"the tokenizer model is not a protobuf (wire type {wire})")
-        if pos > len(data):
-            raise CheckpointError("the tokenizer model is truncated")
-        yield field, wire, value
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while pos < len(data):
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-    raise CheckpointError("the tokenizer model is truncated")
 
 
 def _archive_tokenizer(checkpoint: LoadedCheckpoint, config: Mapping[str, Any]) -> bytes | None:

@@ -15,7 +15,7 @@ from asr.config import AnyFrontendConfig, FrontendConfig, GigaamMelConfig, Model
 from asr.errors import BundleError
 from asr.tokens import BLANK_TOKEN, SPACE_MARK, Vocabulary
 
-from .gigaam import conformer_spec, frontend_from_cfg, gigaam_vocabulary
+from .gigaam import conformer_spec, frontend_from_cfg, gigaam_description
 from .quartznet import CheckpointError
 from .source_model import CONFORMER_MAX_WINDOW_SECONDS, ModelDescription
 
@@ -47,16 +47,7 @@ def describe_gigaam_graph(cfg_path: Path, tokenizer: Path | None) -> ModelDescri
     v3_geometry = (frontend.win_length, frontend.center) == (320, False)
     frontend = GigaamMelConfig(**{**vars(frontend), "bf16_buffers": v3_geometry})
     source: dict[str, Any] = {"cfg": cfg_path.name, "upstream_model": cfg.get("model_name")}
-    vocabulary, kind = gigaam_vocabulary(cfg, tokenizer, spec.num_classes, source)
-    return ModelDescription(
-        family="conformer",
-        frontend=frontend,
-        vocabulary=vocabulary,
-        token_kind=kind,
-        subsampling=spec.subsampling_factor,
-        max_window_seconds=CONFORMER_MAX_WINDOW_SECONDS,
-        source=source,
-    )
+    return gigaam_description(cfg, spec, frontend, tokenizer, source)
 
 
 def describe_graph(

@@ -209,7 +209,11 @@ def _build(
         write_fp32(fp32_path)
         fp32 = _onnx_log_probs(fp32_path, config, vocabulary)
         step(f"quantizing to int8 ({scheme.name})")
-        calibration = [frontend(clip.samples) for clip in clips[:CALIBRATION_CLIPS]]
+        calibration = (
+            [frontend(clip.samples) for clip in clips[:CALIBRATION_CLIPS]]
+            if scheme.method == "static_qdq"
+            else []
+        )
         quantize(
             fp32_path, int8_path, scheme, calibration=calibration,
             input_names=(config.model.features_input, config.model.lengths_input),

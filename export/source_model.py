@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from asr.config import AnyFrontendConfig, ModelFamily, TokenKind
@@ -38,6 +38,11 @@ class SourceModel(ModelDescription):
     """
 
     model: nn.Module
+
+    @classmethod
+    def of(cls, description: ModelDescription, model: nn.Module) -> SourceModel:
+        described = {f.name: getattr(description, f.name) for f in fields(ModelDescription)}
+        return cls(model=model, **described)
 
     @property
     def parameters(self) -> int:

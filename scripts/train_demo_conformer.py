@@ -47,6 +47,7 @@ from scripts.train_demo_model import (  # noqa: E402
     ModelFactory,
     TrainResult,
     TrainSettings,
+    acceptance,
     augment_clips,
     demo_clips,
     make_examples,
@@ -74,8 +75,6 @@ FRONTEND = GigaamMelConfig(
 )
 # GigaAM's character vocabulary is the QuartzNet demo's: space + а..я without ё, then blank.
 NUM_CLASSES = len(VOCABULARY) + 1
-# Acceptance, as for the QuartzNet demo: every demo clip exact and at most this held-out CER.
-MAX_HELDOUT_CER = 0.01
 
 
 @dataclass(frozen=True)
@@ -324,21 +323,7 @@ def run(out_dir: Path, audio_dir: Path, settings: TrainSettings, shape: DemoShap
     report_text = json.dumps(report, ensure_ascii=False, indent=2) + "\n"
     (out_dir / REPORT_FILE).write_text(report_text, encoding="utf-8")
     print(f"wrote {model_path} ({report['checkpoint_bytes'] / 1e6:.2f} MB); {seconds:.0f}s in all")
-    for clip, hypothesis in mismatches[:10]:
-        print(f"  {clip.voice}: {clip.text!r} -> {hypothesis!r}", file=sys.stderr)
-    if demo_misses or heldout_cer > MAX_HELDOUT_CER:
-        print(
-            f"error: the reloaded checkpoint misses {len(demo_misses)} demo clips and has "
-            f"held-out CER {heldout_cer:.2%} (limit {MAX_HELDOUT_CER:.0%}); train longer "
-            "(--minutes) or try another --seed",
-            file=sys.stderr,
-        )
-        return 1
-    print(
-        f"verified: every demo clip exact; {len(checks) - len(mismatches)}/{len(checks)} "
-        f"held-out clips exact, held-out CER {heldout_cer:.2%}"
-    )
-    return 0
+    return acceptance(checks, demo, mismatches)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -758,8 +758,16 @@ def run(out_dir: Path, audio_dir: Path, settings: TrainSettings) -> int:
     (out_dir / REPORT_FILE).write_text(report_text, encoding="utf-8")
     size_mb = model_path.stat().st_size / 1e6
     print(f"wrote {model_path} ({size_mb:.2f} MB); {seconds:.0f}s in all")
-    demo_texts = {(clip.text, clip.voice) for clip in manifest_checks(audio_dir / MANIFEST_FILE)}
-    demo_misses = [(c, h) for c, h in mismatches if (c.text, c.voice) in demo_texts]
+    return acceptance(checks, manifest_checks(audio_dir / MANIFEST_FILE), mismatches)
+
+
+def acceptance(
+    checks: Sequence[Clip], demo: Sequence[Clip], mismatches: Sequence[tuple[Clip, str]]
+) -> int:
+    """Exit status of a demo training run: 0 if the reloaded checkpoint gets every demo clip
+    exact and the held-out CER is within MAX_HELDOUT_CER; prints what it got wrong."""
+    demo_keys = {(clip.text, clip.voice) for clip in demo}
+    demo_misses = [(c, h) for c, h in mismatches if (c.text, c.voice) in demo_keys]
     heldout_cer = result_cer(checks, mismatches)
     for clip, hypothesis in mismatches[:10]:
         print(f"  {clip.voice}: {clip.text!r} -> {hypothesis!r}", file=sys.stderr)

@@ -41,7 +41,6 @@ from export.quantize import CONFORMER_SCHEME
 from export.synth import Voice
 from scripts.train_demo_conformer import (
     FRONTEND,
-    MAX_HELDOUT_CER,
     MODEL_FILE,
     MODEL_NAME,
     REPORT_FILE,
@@ -54,6 +53,7 @@ from scripts.train_demo_conformer import (
 )
 from scripts.train_demo_model import (
     MANIFEST_FILE,
+    MAX_HELDOUT_CER,
     VOCABULARY,
     Clip,
     TrainSettings,
@@ -70,6 +70,7 @@ MANIFEST = DEMO / "audio" / MANIFEST_FILE
 BUNDLE = DEMO / "conformer_bundle"
 # GigaAM's character vocabulary (cfg.decoding.vocabulary of v1/v2/v3 CTC).
 GIGAAM_CHARS = [" ", *(chr(c) for c in range(ord("а"), ord("я") + 1))]
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _built_demo_conformer() -> None:

@@ -23,8 +23,9 @@ import torch.nn.functional as fn
 from torch import Tensor
 
 from export.checkpoint import LoadedCheckpoint, load_checkpoint
-from export.nemo_conformer import load_nemo_conformer, model_kind, sentencepiece_pieces
+from export.nemo_conformer import load_nemo_conformer, model_kind
 from export.quartznet import CheckpointError
+from export.sentencepiece_tokens import sentencepiece_pieces
 from export.source_model import CONFORMER_MAX_WINDOW_SECONDS
 from tests.nemo_conformer_checkpoints import (
     CYRILLIC,
@@ -325,11 +326,11 @@ def test_untied_biases_false_loads_its_shared_biases(tmp_path: Path, tokenizer: 
 def test_sentencepiece_pieces_match_the_library(tokenizer: Tokenizer) -> None:
     spm = importlib.import_module("sentencepiece")
     processor = spm.SentencePieceProcessor(model_proto=tokenizer.model)
-    pieces = sentencepiece_pieces(tokenizer.model)
-    assert [p for p, _ in pieces] == [processor.id_to_piece(i) for i in range(len(pieces))]
-    assert pieces[0] == ("<unk>", 2)  # type UNKNOWN
+    pieces = sentencepiece_pieces(tokenizer.model, "tokenizer.model")
+    assert pieces == [processor.id_to_piece(i) for i in range(len(pieces))]
+    assert pieces[0] == "<unk>"
     with pytest.raises(CheckpointError):
-        sentencepiece_pieces(tokenizer.model[:-3])
+        sentencepiece_pieces(tokenizer.model[:-3], "tokenizer.model")
 
 
 def test_vocabulary_comes_from_the_tokenizer_when_the_config_lists_none(
