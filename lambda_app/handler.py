@@ -1,22 +1,33 @@
-"""Lambda entry point: API Gateway (HTTP API payload 2.0 and REST API 1.0) and S3 events.
+"""Lambda entry point: API Gateway (HTTP API payload 2.0, REST API 1.0), SQS and S3 events.
 
 Thin by design: requests become audio bytes (asr_service.api_request), audio becomes a
 Transcript (asr.transcribe), and errors become responses in one place (``_error_response``).
+Upload notifications arrive through SQS (asr_service.sqs_batch: idempotent, partial batch
+failures); direct S3 events are still accepted for stacks wired without the queue.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from asr.errors import AsrError, AudioTooLong
 from asr.transcribe import Transcriber
-from asr_service import model_cache
+from asr_service import model_cache, s3_objects, snapstart, sqs_batch
 from asr_service.api_request import audio_from_request
-from asr_service.s3_events import is_s3_event, process_record
+from asr_service.budget import api_deadline, api_limits, invocation_deadline
+from asr_service.observability import (
+    correlation_id,
+    logger,
+    metrics,
+    record_error,
+    record_model_load,
+    record_transcription,
+    tracer,
+)
+from asr_service.s3_events import RecordOutcome, is_s3_event, process_record
 from asr_service.settings import Settings
-from aws_lambda_powertools import Logger, Metrics
+from asr_service.sqs_batch import handle_sqs_event, is_sqs_event
 from aws_lambda_powertools.event_handler import (
     APIGatewayHttpResolver,
     APIGatewayRestResolver,
@@ -25,29 +36,41 @@ from aws_lambda_powertools.event_handler import (
 )
 from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-# The template sets POWERTOOLS_SERVICE_NAME / POWERTOOLS_METRICS_NAMESPACE; these are defaults.
-logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "asr"))
-metrics = Metrics(
-    namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "LambdaAsr"),
-    service=os.environ.get("POWERTOOLS_SERVICE_NAME", "asr"),
-)
 settings = Settings.from_env()
 
 http_api = APIGatewayHttpResolver()
 rest_api = APIGatewayRestResolver()
 
 
+@tracer.capture_method(capture_response=False)
 def _transcriber() -> Transcriber:
     return model_cache.get_transcriber(settings)
+
+
+def _drop_connections() -> None:
+    """After a SnapStart restore: clients made before the snapshot hold stale connections."""
+    s3_objects.s3_client.cache_clear()
+    sqs_batch.persistence_layer.cache_clear()
+
+
+# Load the model during init when it ships with the function: SnapStart snapshots it loaded,
+# and on-demand inits get it before the first request. A failure here is logged and left
+# for the first request to report (a 500 bundle_invalid), rather than failing every init.
+if snapstart.should_preload(settings):
+    try:
+        _transcriber()
+    except Exception:
+        logger.exception("model preload at init failed; requests will retry the load")
+snapstart.register_after_restore(_drop_connections)
 
 
 def _register_routes(app: ApiGatewayResolver) -> None:
     @app.post("/transcribe")
     def transcribe() -> dict[str, Any]:
         event = app.current_event
+        deadline = api_deadline(app.lambda_context, settings)
         audio = audio_from_request(
             event.body,
             bool(event.is_base64_encoded),
@@ -56,7 +79,7 @@ def _register_routes(app: ApiGatewayResolver) -> None:
         )
         try:
             transcript = _transcriber().transcribe(
-                audio, max_duration_s=settings.max_sync_audio_seconds
+                audio, limits=api_limits(settings), deadline=deadline
             )
         except AudioTooLong as exc:
             raise AudioTooLong(
@@ -64,7 +87,7 @@ def _register_routes(app: ApiGatewayResolver) -> None:
                 "transcribed through S3: upload it to the input bucket and read "
                 "<key>.json from the output bucket."
             ) from exc
-        _record_metrics(transcript.duration, transcript.timings.total)
+        record_transcription(transcript.duration, transcript.timings.total)
         return {**transcript.to_dict(), "request_id": app.lambda_context.aws_request_id}
 
     @app.get("/health")
@@ -89,7 +112,7 @@ def _register_routes(app: ApiGatewayResolver) -> None:
 
 
 def _error_response(status: int, code: str, message: str, app: ApiGatewayResolver) -> Response[Any]:
-    metrics.add_metric(name=f"Error_{code}", unit=MetricUnit.Count, value=1)
+    record_error(code)
     request_id = app.lambda_context.aws_request_id if app.lambda_context else None
     logger.info("request refused", extra={"status": status, "code": code, "error": message})
     return Response(
@@ -97,14 +120,6 @@ def _error_response(status: int, code: str, message: str, app: ApiGatewayResolve
         content_type=content_types.APPLICATION_JSON,
         body={"error": {"code": code, "message": message}, "request_id": request_id},
     )
-
-
-def _record_metrics(audio_seconds: float, processing_seconds: float) -> None:
-    metrics.add_metric(name="AudioSeconds", unit=MetricUnit.Seconds, value=audio_seconds)
-    metrics.add_metric(name="ProcessingSeconds", unit=MetricUnit.Seconds, value=processing_seconds)
-    if audio_seconds > 0:
-        rtf = processing_seconds / audio_seconds
-        metrics.add_metric(name="RealTimeFactor", unit=MetricUnit.NoUnit, value=rtf)
 
 
 _register_routes(http_api)
@@ -115,7 +130,13 @@ def _handle_s3(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     outcomes, internal_failures = [], 0
     for record in event["Records"]:
         try:
-            outcome = process_record(record, settings, _transcriber, context.aws_request_id)
+            outcome = process_record(
+                record,
+                settings,
+                _transcriber,
+                context.aws_request_id,
+                deadline=invocation_deadline(context, settings),
+            )
         except Exception:
             logger.exception("S3 record failed; an error record was written, Lambda will retry")
             internal_failures += 1
@@ -131,10 +152,7 @@ def _handle_s3(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                 "error_code": outcome.error_code,
             },
         )
-        if outcome.transcript is not None:
-            _record_metrics(outcome.transcript.duration, outcome.transcript.timings.total)
-        elif outcome.error_code:
-            metrics.add_metric(name=f"Error_{outcome.error_code}", unit=MetricUnit.Count, value=1)
+        _record_outcome(outcome)
     if internal_failures:
         raise RuntimeError(f"{internal_failures} S3 record(s) failed internally; retrying")
     return {
@@ -151,9 +169,33 @@ def _handle_s3(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     }
 
 
+def _handle_sqs(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """S3 notifications through SQS: a partial batch response (asr_service.sqs_batch)."""
+    response = handle_sqs_event(event, context, settings, _transcriber, on_outcome=_record_outcome)
+    return dict(response)
+
+
+def _record_outcome(outcome: RecordOutcome) -> None:
+    if outcome.transcript is not None:
+        record_transcription(outcome.transcript.duration, outcome.transcript.timings.total)
+    elif outcome.error_code:
+        record_error(outcome.error_code)
+
+
 @metrics.log_metrics(capture_cold_start_metric=True)
 @logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    logger.set_correlation_id(correlation_id(event))
+    try:
+        return _dispatch(event, context)
+    finally:
+        record_model_load()
+
+
+def _dispatch(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if is_sqs_event(event):
+        return _handle_sqs(event, context)
     if is_s3_event(event):
         return _handle_s3(event, context)
     if not isinstance(event, dict) or not isinstance(event.get("requestContext"), dict):
@@ -161,7 +203,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             "unsupported event",
             extra={"keys": sorted(event)[:10] if isinstance(event, dict) else None},
         )
-        body = {"code": "unsupported_event", "message": "expected an API Gateway or S3 event"}
+        message = "expected an API Gateway, SQS (S3 notification) or S3 event"
+        body = {"code": "unsupported_event", "message": message}
         return {"statusCode": 400, "body": json.dumps({"error": body})}
     app = http_api if event.get("version") == "2.0" else rest_api
     return app.resolve(event, context)

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -96,6 +96,25 @@ def load_handler(environment: LocalEnvironment) -> Handler:
         model_cache.reset()
         module = importlib.import_module("handler") if module is None else importlib.reload(module)
     return cast(Handler, module.lambda_handler)
+
+
+@contextlib.contextmanager
+def handler_in_environment(environment: LocalEnvironment) -> Iterator[Handler]:
+    """The handler imported under ``environment``; afterwards the process environment is as
+    it was and ``handler`` is a fresh import under it (tests switch bundles this way)."""
+    names = [*environment.variables(), *QUIET_DEFAULTS]
+    saved = {name: os.environ.get(name) for name in names}
+    try:
+        yield load_handler(environment)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        model_cache.reset()
+        if "handler" in sys.modules:
+            importlib.reload(sys.modules["handler"])
 
 
 def call_handler(handler: Handler, event: dict[str, Any]) -> dict[str, Any]:

@@ -3,12 +3,16 @@
 Each request becomes the event API Gateway would send (binary bodies base64-encoded,
 lower-case headers, duplicate headers joined with commas), the handler runs in this
 process, and its response goes back as HTTP. Like a Lambda container it handles one
-request at a time. What it enforces of the real service: the 10 MB HTTP API body limit
-and Lambda's 6 MB synchronous payload limit (413), and the 30 s integration timeout (503,
-reported after the handler finishes). It has no route table: unknown paths reach the
-handler, which answers 404.
+request at a time; with ``concurrency`` N > 1 it is N warm containers sharing one model
+(``ConcurrentHandler``): N worker threads, one connection each, and further requests wait
+for a free worker, where AWS would start another container (a cold start) or, at the
+account's concurrency limit, throttle (429). What it enforces of the real service: the
+10 MB HTTP API body limit and Lambda's 6 MB synchronous payload limit (413), and the 30 s
+integration timeout (503, reported after the handler finishes; time spent waiting for a
+worker does not count). It has no route table: unknown paths reach the handler, which
+answers 404.
 
-    python -m local serve --bundle demo/bundle --port 3000 --upload clip.wav
+    python -m local serve --bundle demo/bundle --port 3000 --upload clip.wav [--concurrency 10]
 
     curl -s localhost:3000/health
     curl -s --data-binary @clip.wav -H 'content-type: audio/wav' localhost:3000/transcribe
@@ -30,6 +34,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
@@ -39,6 +44,9 @@ LOOPBACK = "127.0.0.1"
 HTTP_API_MAX_BODY_BYTES = 10 * 1024 * 1024
 LAMBDA_SYNC_PAYLOAD_BYTES = 6 * 1024 * 1024
 INTEGRATION_TIMEOUT_S = 30.0
+# With several workers: a connection left open and idle frees its worker after this long,
+# so idle keep-alive clients cannot hold every worker.
+IDLE_CONNECTION_TIMEOUT_S = 5.0
 # Content types API Gateway passes as text; every other body arrives base64-encoded.
 TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript")
 TEXT_SUFFIXES = ("+json", "+xml")
@@ -130,19 +138,59 @@ def http_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
 
 
 class ApiGatewayEmulator(HTTPServer):
-    def __init__(self, port: int, invoke: Invoke, *, log: bool = True) -> None:
-        super().__init__((LOOPBACK, port), _RequestHandler)
+    """``invoke`` must be safe to call from ``concurrency`` threads at once."""
+
+    def __init__(
+        self, port: int, invoke: Invoke, *, log: bool = True, concurrency: int = 1
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.invoke = invoke
         self.log = log
+        self.concurrency = concurrency
+        self.idle_timeout: float | None = None
+        self._workers: ThreadPoolExecutor | None = None
+        # Clients that connect together must not overflow the listen backlog (socketserver's
+        # is 5): their connections would be dropped and retried a second or more later.
+        self.request_queue_size = max(128, 2 * concurrency)
+        if concurrency > 1:
+            self.idle_timeout = IDLE_CONNECTION_TIMEOUT_S
+            self._workers = ThreadPoolExecutor(concurrency, thread_name_prefix="container")
+        super().__init__((LOOPBACK, port), _RequestHandler)
 
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.server_address[1]}"
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if self._workers is None:
+            super().process_request(request, client_address)
+        else:
+            self._workers.submit(self._serve_connection, request, client_address)
+
+    def _serve_connection(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+    def server_close(self) -> None:
+        """Stop listening, then wait for the requests in progress or waiting for a worker."""
+        super().server_close()
+        if self._workers is not None:
+            self._workers.shutdown(wait=True)
+
 
 class _RequestHandler(BaseHTTPRequestHandler):
     server: ApiGatewayEmulator
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        if self.server.idle_timeout is not None:
+            self.connection.settimeout(self.server.idle_timeout)
 
     def _proxy(self) -> None:
         if "chunked" in (self.headers.get("transfer-encoding") or "").lower():

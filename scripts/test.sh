@@ -7,7 +7,7 @@ bash scripts/setup.sh dev
 for py312 in /root/.pyenv/versions/3.12*/bin; do [ -x "$py312/python3.12" ] && export PATH="$PATH:$py312"; done
 echo "• ruff"
 .venv/bin/ruff check .
-.venv/bin/ruff format --check lambda_app export tests scripts local bench
+.venv/bin/ruff format --check lambda_app export tests scripts local bench layers/runtime
 echo "• mypy"
 .venv/bin/mypy
 echo "• pytest"

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -20,16 +22,19 @@ import pytest
 import soundfile
 from asr import ffmpeg as ffmpeg_module
 from asr.audio import DecodedAudio, decode_audio
+from asr.deadline import Deadline
 from asr.errors import (
     AsrError,
     AudioDecodeError,
     AudioTooLong,
+    DeadlineExceeded,
     DecoderUnavailable,
     DecodeTimeout,
     EmptyAudio,
     NonFiniteAudio,
 )
 from asr.ffmpeg import find_ffmpeg
+from asr.limits import AudioLimits, FfmpegLimits
 from asr.resample import output_length
 
 SPEECH = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech"
@@ -364,15 +369,17 @@ def test_too_long_is_caught_from_the_header(monkeypatch: pytest.MonkeyPatch) -> 
     with monkeypatch.context() as patch:
         patch.setattr(soundfile.SoundFile, "read", no_reading)
         with pytest.raises(AudioTooLong, match=r"11\.0 s"):
-            decode_audio(path, SR, max_duration_s=10.0)
-    assert decode_audio(path, SR, max_duration_s=11.0).duration_s == pytest.approx(11.0)
+            decode_audio(path, SR, limits=AudioLimits(max_duration_s=10.0))
+    assert decode_audio(
+        path, SR, limits=AudioLimits(max_duration_s=11.0)
+    ).duration_s == pytest.approx(11.0)
 
 
 def test_too_long_through_ffmpeg(encoded: dict[str, Path], private_tmp: Path) -> None:
     data = encoded["m4a"].read_bytes()
     with pytest.raises(AudioTooLong):
-        decode_audio(data, SR, max_duration_s=1.5)
-    assert decode_audio(data, SR, max_duration_s=30.0).decoder == "ffmpeg"
+        decode_audio(data, SR, limits=AudioLimits(max_duration_s=1.5))
+    assert decode_audio(data, SR, limits=AudioLimits(max_duration_s=30.0)).decoder == "ffmpeg"
 
 
 def test_temp_files_are_removed(encoded: dict[str, Path], private_tmp: Path) -> None:
@@ -390,7 +397,9 @@ def test_ffmpeg_timeout_kills_and_cleans_up(
     monkeypatch.setenv("ASR_FFMPEG_PATH", str(stuck))
     start = time.monotonic()
     with pytest.raises(DecodeTimeout) as info:
-        decode_audio(encoded["m4a"].read_bytes(), SR, ffmpeg_timeout_s=0.5)
+        decode_audio(
+            encoded["m4a"].read_bytes(), SR, limits=AudioLimits(ffmpeg=FfmpegLimits(timeout_s=0.5))
+        )
     assert time.monotonic() - start < 5.0
     assert info.value.code == "audio_decode_timeout"
 
@@ -410,6 +419,234 @@ def test_without_ffmpeg_only_ffmpeg_formats_fail(
         with pytest.raises(DecoderUnavailable) as info:
             decode_audio(encoded[kind].read_bytes(), SR)
         assert info.value.code == "decoder_unavailable"
+
+
+# --- caps checked before decoding -------------------------------------------------------
+
+
+def float_wav(channels: int, rate: int, frames: int = 1000) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(
+        buffer, np.zeros((frames, channels), np.float32), rate, format="WAV", subtype="FLOAT"
+    )
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("channels", "rate", "code"),
+    [
+        (8, 192_000, "audio_too_many_channels"),
+        (7, 16_000, "audio_too_many_channels"),
+        (1, 192_000, "audio_sample_rate_unsupported"),
+        (1, 2_000, "audio_sample_rate_unsupported"),
+        (1, 95_999, "audio_sample_rate_unsupported"),  # 16,000 resampling phases
+    ],
+)
+def test_caps_refuse_from_the_soundfile_header_before_reading(
+    channels: int, rate: int, code: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = float_wav(channels, rate)
+
+    def no_reading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("samples were read before the caps were checked")
+
+    monkeypatch.setattr(soundfile.SoundFile, "read", no_reading)
+    with pytest.raises(AsrError) as info:
+        decode_audio(data, SR)
+    assert (info.value.code, info.value.http_status) == (code, 422)
+    assert_clean_message(info.value)
+
+
+def test_caps_accept_what_recorders_produce() -> None:
+    for channels, rate in ((6, 96_000), (2, 44_100), (1, 8_000), (1, 44_056), (2, 11_025)):
+        decoded = decode_audio(float_wav(channels, rate), SR)
+        assert (decoded.channels, decoded.original_sample_rate) == (channels, rate)
+    wider = AudioLimits(max_channels=8, max_sample_rate=192_000)
+    assert decode_audio(float_wav(8, 192_000), SR, limits=wider).channels == 8
+
+
+def test_caps_refuse_through_ffmpeg(tmp_path: Path, ffmpeg_bin: Path, private_tmp: Path) -> None:
+    wav, mka = tmp_path / "c8.wav", tmp_path / "c8.mka"
+    wav.write_bytes(float_wav(8, 192_000, frames=192_000))
+    run_ffmpeg(ffmpeg_bin, "-i", str(wav), "-c:a", "pcm_f32le", str(mka))
+    with pytest.raises(AsrError) as info:
+        decode_audio(mka.read_bytes(), SR)
+    assert info.value.code == "audio_too_many_channels"
+    wide = AudioLimits(max_channels=8)
+    with pytest.raises(AsrError) as info:
+        decode_audio(mka.read_bytes(), SR, limits=wide)
+    assert info.value.code == "audio_sample_rate_unsupported"
+
+
+def fake_ffmpeg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> Path:
+    path = tmp_path / "fake-ffmpeg"
+    path.write_text("#!/bin/sh\n" + script, encoding="utf-8")
+    path.chmod(0o755)
+    monkeypatch.setenv("ASR_FFMPEG_PATH", str(path))
+    return path
+
+
+def wav_stream_header(channels: int, rate: int) -> bytes:
+    """The header of the streamed float WAV ffmpeg writes (sizes unknown)."""
+    fmt = struct.pack("<HHIIHH", 3, channels, rate, rate * channels * 4, channels * 4, 32)
+    return (
+        b"RIFF\xff\xff\xff\xffWAVEfmt "
+        + struct.pack("<I", len(fmt))
+        + fmt
+        + b"data\xff\xff\xff\xff"
+    )
+
+
+def test_ffmpeg_header_is_checked_before_any_sample_and_ffmpeg_is_killed(
+    encoded: dict[str, Path], tmp_path: Path, private_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A decoder that announces 8 channels at 192 kHz and then never writes a sample: only a
+    # check made on the header can answer before the 30 s timeout.
+    header = tmp_path / "header.bin"
+    header.write_bytes(wav_stream_header(8, 192_000))
+    fake_ffmpeg(tmp_path, monkeypatch, f"cat '{header}'\nexec sleep 30\n")
+    start = time.monotonic()
+    with pytest.raises(AsrError) as info:
+        decode_audio(encoded["m4a"].read_bytes(), SR)
+    assert info.value.code == "audio_too_many_channels"
+    assert time.monotonic() - start < 5.0
+
+
+# --- ffmpeg confinement -----------------------------------------------------------------
+
+
+def test_ffmpeg_runs_under_cpu_and_memory_limits(
+    encoded: dict[str, Path], tmp_path: Path, private_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limits_file = tmp_path / "limits.txt"
+    fake_ffmpeg(tmp_path, monkeypatch, f"sleep 0.3\ncat /proc/$$/limits > '{limits_file}'\n")
+    bounds = FfmpegLimits(cpu_seconds=7, memory_bytes=300 << 20)
+    with pytest.raises(AudioDecodeError):  # the fake writes no audio
+        decode_audio(encoded["m4a"].read_bytes(), SR, limits=AudioLimits(ffmpeg=bounds))
+    rows = {line[:26].strip(): line[26:].split() for line in limits_file.read_text().splitlines()}
+    assert rows["Max cpu time"][:2] == ["7", "7"]
+    assert rows["Max address space"][:2] == [str(300 << 20)] * 2
+    assert rows["Max file size"][:2] == [str(1 << 20)] * 2  # its error log
+
+
+def test_ffmpeg_error_log_is_capped(
+    encoded: dict[str, Path], tmp_path: Path, private_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A decoder that logs without end (a line per corrupt packet of a huge file) is stopped
+    # at 1 MB of log instead of filling /tmp.
+    fake_ffmpeg(tmp_path, monkeypatch, "sleep 0.2\nexec yes 'Invalid frame' >&2\n")
+    start = time.monotonic()
+    with pytest.raises(AudioDecodeError, match="Invalid frame") as info:
+        decode_audio(encoded["m4a"].read_bytes(), SR)
+    assert time.monotonic() - start < 10.0
+    assert info.value.code == "audio_undecodable"
+
+
+def test_ffmpeg_cpu_limit_is_a_decode_timeout(
+    encoded: dict[str, Path], tmp_path: Path, private_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_ffmpeg(tmp_path, monkeypatch, "while :; do :; done\n")  # burns CPU, never writes
+    limits = AudioLimits(ffmpeg=FfmpegLimits(cpu_seconds=1, timeout_s=60.0))
+    start = time.monotonic()
+    with pytest.raises(DecodeTimeout, match="CPU time") as info:
+        decode_audio(encoded["m4a"].read_bytes(), SR, limits=limits)
+    assert time.monotonic() - start < 30.0
+    assert (info.value.code, info.value.http_status) == ("audio_decode_timeout", 422)
+
+
+def test_ffmpeg_memory_limit_is_a_stable_error(encoded: dict[str, Path], private_tmp: Path) -> None:
+    # The static binary alone maps ~90 MB: 64 MB makes every allocation fail.
+    limits = AudioLimits(ffmpeg=FfmpegLimits(memory_bytes=64 << 20, timeout_s=10.0))
+    with pytest.raises(AudioDecodeError) as info:
+        decode_audio(encoded["m4a"].read_bytes(), SR, limits=limits)
+    assert info.value.code in {"audio_undecodable", "audio_decode_timeout"}
+    assert_clean_message(info.value)
+    assert decode_audio(encoded["m4a"].read_bytes(), SR).decoder == "ffmpeg"  # default: fits
+
+
+def test_ffmpeg_output_is_capped_in_bytes(encoded: dict[str, Path], private_tmp: Path) -> None:
+    # No duration cap: the byte cap (-fs, and the reader) still stops the output.
+    limits = AudioLimits(ffmpeg=FfmpegLimits(output_bytes=100_000))
+    with pytest.raises(AudioTooLong, match="output limit of 100,000 bytes"):
+        decode_audio(encoded["m4a"].read_bytes(), SR, limits=limits)
+
+
+def test_output_cap_follows_the_duration_cap() -> None:
+    assert ffmpeg_module.output_byte_cap(AudioLimits()) == FfmpegLimits().output_bytes
+    capped = AudioLimits(max_duration_s=60.0, max_channels=2, max_sample_rate=48_000)
+    # 61 s (cap + the extra second ffmpeg runs) of 2-channel float at 48 kHz, and a header.
+    assert ffmpeg_module.output_byte_cap(capped) == 4096 + 61 * 48_000 * 2 * 4
+
+
+def test_ffmpeg_opens_no_network_url(
+    tmp_path: Path, ffmpeg_bin: Path, private_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.settimeout(0.5)
+        port = server.getsockname()[1]
+        playlist = tmp_path / "list.m3u8"
+        playlist.write_text(
+            f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10.0,\nhttp://127.0.0.1:{port}/a.ts\n"
+            "#EXT-X-ENDLIST\n",
+            encoding="utf-8",
+        )
+        with pytest.raises(AudioDecodeError):  # playlists are not a whitelisted format
+            decode_audio(playlist, SR)
+        # Even with the playlist demuxer allowed, the protocol whitelist stops the request.
+        monkeypatch.setattr(ffmpeg_module, "_DEMUXERS", "hls,mpegts")
+        with pytest.raises(AudioDecodeError, match="Protocol 'http' not on whitelist"):
+            decode_audio(playlist, SR)
+        with pytest.raises(TimeoutError):
+            server.accept()  # nobody connected
+
+
+# --- the request deadline ---------------------------------------------------------------
+
+
+def test_an_expired_deadline_stops_before_decoding(
+    encoded: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = tmp_path / "started"
+    fake_ffmpeg(tmp_path, monkeypatch, f"touch '{started}'\n")
+    for data in (data_file("ru/golos_00.wav").read_bytes(), encoded["m4a"].read_bytes()):
+        with pytest.raises(DeadlineExceeded) as info:
+            decode_audio(data, SR, deadline=Deadline.after(-1.0))
+        assert (info.value.code, info.value.http_status) == ("deadline_exceeded", 504)
+    assert not started.exists()
+
+
+def test_ffmpeg_is_killed_at_the_deadline(
+    encoded: dict[str, Path], tmp_path: Path, private_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_ffmpeg(tmp_path, monkeypatch, "exec sleep 30\n")
+    start = time.monotonic()
+    with pytest.raises(DeadlineExceeded, match="during decoding"):
+        decode_audio(encoded["m4a"].read_bytes(), SR, deadline=Deadline.after(0.5))
+    assert 0.4 < time.monotonic() - start < 5.0
+    # Its own timeout, when it comes first, is the 422 decode timeout.
+    with pytest.raises(DecodeTimeout):
+        decode_audio(
+            encoded["m4a"].read_bytes(),
+            SR,
+            limits=AudioLimits(ffmpeg=FfmpegLimits(timeout_s=0.3)),
+            deadline=Deadline.after(10.0),
+        )
+
+
+def test_deadline_from_a_lambda_context() -> None:
+    class Context:
+        def get_remaining_time_in_millis(self) -> int:
+            return 30_000
+
+    deadline = Deadline.from_context(Context(), margin_s=2.0)
+    assert 27.5 < deadline.remaining() <= 28.0 and not deadline.expired
+    capped = Deadline.from_context(Context(), margin_s=2.0, cap_s=10.0)
+    assert 7.5 < capped.remaining() <= 8.0
+    Deadline.after(1.0).check("anything")
+    with pytest.raises(DeadlineExceeded, match="during transcription"):
+        Deadline.after(0.0).check("transcription")
 
 
 # --- finding ffmpeg ---------------------------------------------------------------------

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 import base64
+import importlib
 import io
 import json
+import sys
+import time
+import types
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -28,8 +32,11 @@ class FakeContext:
     memory_limit_in_mb = 1769
     invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:asr"
 
+    def __init__(self, remaining_s: float = 60.0) -> None:
+        self._deadline = time.monotonic() + remaining_s
+
     def get_remaining_time_in_millis(self) -> int:
-        return 60_000
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
 @pytest.fixture
@@ -118,8 +125,10 @@ def s3_event(bucket: str, *keys: str) -> dict[str, Any]:
     }
 
 
-def invoke(module: Any, event: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    response = module.lambda_handler(event, FakeContext())
+def invoke(
+    module: Any, event: dict[str, Any], context: FakeContext | None = None
+) -> tuple[int, dict[str, Any]]:
+    response = module.lambda_handler(event, context or FakeContext())
     return response["statusCode"], json.loads(response["body"])
 
 
@@ -168,6 +177,84 @@ def test_s3_reference_in_the_api(handler: Any, clip: Path) -> None:
     assert (status, body["error"]["code"]) == (404, "s3_object_not_found")
 
 
+def test_s3_references_are_limited_to_the_input_prefix(
+    handler: Any, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scoped = replace(handler.settings, input_bucket=INPUT, input_prefix="uploads/")
+    monkeypatch.setattr(handler, "settings", scoped)
+    s3 = boto3.client("s3")
+    for key in ("uploads/a.wav", "private/a.wav"):
+        s3.put_object(Bucket=INPUT, Key=key, Body=clip.read_bytes())
+    ok = {"s3": {"bucket": INPUT, "key": "uploads/a.wav"}}
+    assert invoke(handler, http_event(json.dumps(ok)))[0] == 200
+    for ref in (
+        {"bucket": INPUT, "key": "private/a.wav"},
+        {"bucket": INPUT, "key": "uploadsX/a.wav"},
+        {"bucket": OUTPUT, "key": "uploads/a.wav"},
+    ):
+        status, body = invoke(handler, http_event(json.dumps({"s3": ref})))
+        assert (status, body["error"]["code"]) == (403, "s3_ref_not_allowed"), ref
+
+
+def _emf_documents(output: str) -> list[dict[str, Any]]:
+    documents = []
+    for line in output.splitlines():
+        if line.startswith("{") and '"_aws"' in line:
+            documents.append(json.loads(line))
+    return documents
+
+
+def _metric_names(document: dict[str, Any]) -> set[str]:
+    directives = document["_aws"]["CloudWatchMetrics"]
+    return {m["Name"] for d in directives for m in d["Metrics"]}
+
+
+def test_metrics_logs_and_correlation_ids(
+    handler: Any, clip: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Metrics are printed (capsys sees them); the Logger writes to the stream it was given
+    # when first imported, so its lines are read from a stream of our own.
+    log_stream = io.StringIO()
+    previous = handler.logger.registered_handler.setStream(log_stream)
+    try:
+        _check_metrics_and_logs(handler, clip, capsys, log_stream)
+    finally:
+        handler.logger.registered_handler.setStream(previous)
+
+
+def _check_metrics_and_logs(
+    handler: Any, clip: Path, capsys: pytest.CaptureFixture[str], log_stream: io.StringIO
+) -> None:
+    assert invoke(handler, http_event(audio_json(clip.read_bytes())))[0] == 200
+    first = capsys.readouterr().out
+    # Powertools writes the ColdStart metric (first invocation of a container) apart.
+    (emf,) = [d for d in _emf_documents(first) if "AudioSeconds" in _metric_names(d)]
+    assert {"AudioSeconds", "ProcessingSeconds", "RealTimeFactor", "ModelLoadMs"} <= (
+        _metric_names(emf)
+    )
+    (audio_s,), (processing_s,), (rtf,) = (
+        emf[name] for name in ("AudioSeconds", "ProcessingSeconds", "RealTimeFactor")
+    )
+    assert audio_s == pytest.approx(sf.info(str(clip)).duration, abs=0.01)
+    assert rtf == pytest.approx(processing_s / audio_s)
+    logs = [json.loads(line) for line in log_stream.getvalue().splitlines()]
+    loaded = [entry for entry in logs if entry["message"] == "model loaded"]
+    assert len(loaded) == 1 and loaded[0]["correlation_id"] == "api-1"
+
+    # A refusal: an Errors metric with its code as a dimension, in its own EMF document;
+    # the model load is not reported again and the request's body never reaches the logs.
+    event = http_event(json.dumps({"audio": "@@secret-token@@"}))
+    assert invoke(handler, event)[0] == 400
+    second = capsys.readouterr().out
+    assert "secret-token" not in second + log_stream.getvalue()
+    documents = _emf_documents(second)
+    errors = [d for d in documents if "Errors" in _metric_names(d)]
+    assert len(errors) == 1 and errors[0]["ErrorCode"] == "invalid_base64"
+    assert errors[0]["Errors"] in (1, [1], 1.0, [1.0])
+    assert errors[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service", "ErrorCode"]]
+    assert not any("ModelLoadMs" in _metric_names(d) for d in documents)
+
+
 def wav_bytes(samples: np.ndarray, rate: int = 16000, subtype: str = "PCM_16") -> bytes:
     out = io.BytesIO()
     sf.write(out, samples, rate, format="WAV", subtype=subtype)
@@ -185,6 +272,9 @@ def wav_bytes(samples: np.ndarray, rate: int = 16000, subtype: str = "PCM_16") -
         (json.dumps({"text": "hi"}), 400, "invalid_request"),
         (json.dumps({"audio": "", "s3": {}}), 400, "invalid_request"),
         (json.dumps({"s3": {"bucket": "b"}}), 400, "invalid_s3_ref"),
+        (json.dumps({"s3": {"bucket": "a/b", "key": "k"}}), 400, "invalid_s3_ref"),
+        (json.dumps({"s3": {"bucket": "b", "key": "\ud800"}}), 400, "invalid_s3_ref"),
+        (json.dumps({"s3": {"bucket": "b", "key": "k" * 1025}}), 400, "invalid_s3_ref"),
         (audio_json(b"definitely not audio, just text" * 10), 422, "audio_undecodable"),
         (audio_json(b""), 422, "audio_empty"),
     ],
@@ -313,3 +403,124 @@ def test_an_event_that_is_neither_api_nor_s3_is_refused(handler: Any) -> None:
     for event in events:
         status, body = invoke(handler, event)
         assert (status, body["error"]["code"]) == (400, "unsupported_event")
+
+
+def test_channel_and_rate_caps_refuse_before_decoding(handler: Any) -> None:
+    hostile = wav_bytes(np.zeros((4800, 8), np.float32), rate=192_000, subtype="FLOAT")
+    status, body = invoke(handler, http_event(audio_json(hostile)))
+    assert (status, body["error"]["code"]) == (422, "audio_too_many_channels")
+    ultrasonic = wav_bytes(np.zeros(4800, np.float32), rate=192_000, subtype="FLOAT")
+    status, body = invoke(handler, http_event(audio_json(ultrasonic)))
+    assert (status, body["error"]["code"]) == (422, "audio_sample_rate_unsupported")
+
+
+def slow_frontend(module: Any, monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    transcriber: Transcriber = module.model_cache.get_transcriber(module.settings)
+    frontend = transcriber.frontend
+
+    def slow(samples: np.ndarray) -> np.ndarray:
+        time.sleep(seconds)
+        return frontend(samples)
+
+    monkeypatch.setattr(transcriber, "frontend", slow)
+
+
+def test_api_deadline_is_a_504_in_time(
+    handler: Any, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(handler, "settings", replace(handler.settings, deadline_margin_seconds=0.5))
+    slow_frontend(handler, monkeypatch, 0.6)
+    context = FakeContext(remaining_s=1.0)
+    status, body = invoke(handler, http_event(audio_json(clip.read_bytes())), context)
+    assert (status, body["error"]["code"]) == (504, "deadline_exceeded")
+    assert context.get_remaining_time_in_millis() > 0  # answered before Lambda's own timeout
+
+
+def test_s3_deadline_is_retried_not_recorded_as_final(
+    handler: Any, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    boto3.client("s3").put_object(Bucket=INPUT, Key="uploads/a.wav", Body=clip.read_bytes())
+    monkeypatch.setattr(handler, "settings", replace(handler.settings, deadline_margin_seconds=0.5))
+    slow_frontend(handler, monkeypatch, 0.6)
+    with pytest.raises(RuntimeError, match="retrying"):
+        handler.lambda_handler(s3_event(INPUT, "uploads/a.wav"), FakeContext(remaining_s=1.0))
+    # The placeholder the retry overwrites, not a final deadline_exceeded record.
+    assert read_result("transcripts/uploads/a.wav.json")["error"]["code"] == "internal_error"
+
+
+def test_budget_from_settings_and_context(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from asr_service.budget import api_deadline, api_limits, invocation_deadline, s3_limits
+
+    for name, value in {
+        "MODEL_DIR": str(tmp_path),
+        "MAX_AUDIO_CHANNELS": "2",
+        "MAX_AUDIO_SAMPLE_RATE": "48000",
+        "FFMPEG_CPU_SECONDS": "5",
+        "FFMPEG_MEMORY_MB": "256",
+        "FFMPEG_TIMEOUT_SECONDS": "9",
+        "DEADLINE_MARGIN_SECONDS": "3",
+        "MAX_SYNC_AUDIO_SECONDS": "20",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings.from_env()
+    limits = api_limits(settings)
+    assert (limits.max_duration_s, limits.max_channels, limits.max_sample_rate) == (20, 2, 48000)
+    assert (limits.ffmpeg.cpu_seconds, limits.ffmpeg.memory_bytes) == (5, 256 << 20)
+    assert limits.ffmpeg.timeout_s == 9.0
+    assert s3_limits(settings).max_duration_s == settings.max_s3_audio_seconds
+    # A function timeout sized for S3 (15 min) does not stretch an API request past API
+    # Gateway's 29 s.
+    context = FakeContext(remaining_s=900.0)
+    assert 25.5 < api_deadline(context, settings).remaining() <= 26.0
+    assert 896.5 < invocation_deadline(context, settings).remaining() <= 897.0
+
+
+def test_snapstart_preloads_only_bundles_shipped_with_the_function(
+    tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from asr_service import snapstart
+
+    layer = Settings(model_dir=tiny_bundle)
+    from_s3 = replace(layer, model_s3_uri="s3://models/bundle/")
+    init = {snapstart.INIT_TYPE_ENV: "snap-start"}
+    assert snapstart.should_preload(layer, init)
+    assert not snapstart.should_preload(from_s3, init)  # /tmp is not in the snapshot
+    assert not snapstart.should_preload(layer, {})  # not in Lambda: load on first use
+
+    # Outside Lambda's runtime there is no snapshot_restore_py; inside, callbacks register.
+    monkeypatch.delitem(sys.modules, "snapshot_restore_py", raising=False)
+    assert not snapstart.register_after_restore(lambda: None)
+    registered: list[Any] = []
+    fake = types.ModuleType("snapshot_restore_py")
+    fake.register_after_restore = registered.append  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "snapshot_restore_py", fake)
+    assert snapstart.register_after_restore(print)
+    assert registered == [print]
+
+
+def test_handler_import_preloads_the_model_and_registers_the_restore_hook(
+    tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from asr_service import s3_objects
+
+    registered: list[Any] = []
+    fake = types.ModuleType("snapshot_restore_py")
+    fake.register_after_restore = registered.append  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "snapshot_restore_py", fake)
+    monkeypatch.setenv("AWS_LAMBDA_INITIALIZATION_TYPE", "snap-start")
+    monkeypatch.setenv("MODEL_DIR", str(tiny_bundle))
+    monkeypatch.delenv("MODEL_S3_URI", raising=False)
+    model_cache.reset()
+    monkeypatch.delitem(sys.modules, "handler", raising=False)
+    try:
+        importlib.import_module("handler")
+        load = model_cache.last_load()
+        assert load is not None and load.location == str(tiny_bundle)  # loaded during init
+        (after_restore,) = registered
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        client = s3_objects.s3_client()
+        after_restore()
+        assert s3_objects.s3_client() is not client  # a fresh client, fresh connections
+    finally:
+        model_cache.reset()
+        sys.modules.pop("handler", None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import importlib
 import json
 import os
 import subprocess
@@ -23,7 +22,12 @@ from local import EVENTS_DIR
 from local.demo import run_demo
 from local.events import EventError, Fill, fill_event, load_event
 from local.invoke import Invoker
-from local.runtime import QUIET_DEFAULTS, Handler, LocalEnvironment, call_handler, load_handler
+from local.runtime import (
+    Handler,
+    LocalEnvironment,
+    call_handler,
+    handler_in_environment,
+)
 from local.server import ApiGatewayEmulator, build_event
 from tests.conftest import REPO, speech_dir
 
@@ -44,20 +48,8 @@ def clip() -> Path:
 @pytest.fixture(scope="module")
 def local_handler(tiny_bundle: Path) -> Iterator[Handler]:
     """The handler imported under the local environment; the environment is restored after."""
-    environment = LocalEnvironment(model_dir=tiny_bundle)
-    names = [*environment.variables(), *QUIET_DEFAULTS]
-    saved = {name: os.environ.get(name) for name in names}
-    yield load_handler(environment)
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    from asr_service import model_cache
-
-    model_cache.reset()
-    if "handler" in sys.modules:  # leave it as a fresh import under the restored environment
-        importlib.reload(sys.modules["handler"])
+    with handler_in_environment(LocalEnvironment(model_dir=tiny_bundle)) as handler:
+        yield handler
 
 
 @pytest.mark.parametrize("name", API_EVENTS)

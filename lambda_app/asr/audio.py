@@ -10,9 +10,11 @@ stopped mid-write produce such files; a decoder that loses sync mid-stream (a tr
 FLAC) is an AudioDecodeError rather than a silently partial transcript. A WAV whose header
 says 0 frames over real data (never finalised) is read to its end by ffmpeg.
 
-``max_duration_s`` bounds the decoded duration at the source rate, codec padding included
-(AAC adds up to one frame): libsndfile's declared length is checked before any sample is
-read, and both decoders stop as soon as the bound is passed.
+``AudioLimits`` (``asr.limits``) caps channels, sample rate and duration before decoding:
+libsndfile's header (channels, rate, declared length) is checked before any sample is read,
+ffmpeg's output header before any sample is consumed, and both decoders stop as soon as
+the duration bound is passed (measured at the source rate, codec padding included: AAC adds
+up to one frame). A ``Deadline`` stops either decoder when the request runs out of time.
 """
 
 from __future__ import annotations
@@ -28,14 +30,17 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
+from .deadline import Deadline
 from .errors import (
     AudioDecodeError,
     AudioTooLong,
     DecoderUnavailable,
+    DecodeTimeout,
     EmptyAudio,
     NonFiniteAudio,
 )
 from .ffmpeg import ffmpeg_decode
+from .limits import AudioLimits
 from .resample import resample
 
 Decoder = Literal["soundfile", "ffmpeg"]
@@ -45,6 +50,7 @@ _BLOCK_SAMPLES: Final = 1 << 20
 # The declared length is preallocated up to 1 GB (93 min at 48 kHz). np.empty only reserves
 # address space and pages count once written, so a header that lies costs nothing.
 _MAX_PREALLOCATED_FRAMES: Final = 1 << 28
+DEFAULT_LIMITS: Final = AudioLimits()
 
 
 @dataclass(frozen=True)
@@ -64,31 +70,33 @@ def decode_audio(
     source: bytes | str | os.PathLike[str],
     sample_rate: int,
     *,
-    max_duration_s: float | None = None,
-    ffmpeg_timeout_s: float = 60.0,
+    limits: AudioLimits = DEFAULT_LIMITS,
+    deadline: Deadline | None = None,
 ) -> DecodedAudio:
     """Decode ``source`` (file contents or a path) to mono float32 at ``sample_rate`` Hz.
 
-    Raises EmptyAudio (no bytes or no samples), AudioTooLong (longer than
-    ``max_duration_s``, checked from the header before decoding when it has one),
-    AudioDecodeError (not audio, corrupt, truncated beyond use), NonFiniteAudio (NaN/inf
-    samples), DecodeTimeout and DecoderUnavailable (the format needs ffmpeg, none found).
+    Raises EmptyAudio (no bytes or no samples), AudioTooManyChannels and
+    SampleRateUnsupported (from the header, before decoding), AudioTooLong (longer than
+    ``limits.max_duration_s``, from the header when it declares a length), AudioDecodeError
+    (not audio, corrupt, truncated beyond use), NonFiniteAudio (NaN/inf samples),
+    DecodeTimeout (ffmpeg over its time or CPU limit), DeadlineExceeded (``deadline``
+    passed) and DecoderUnavailable (the format needs ffmpeg, none found).
     A path that does not exist raises FileNotFoundError: that is the caller's bug.
     """
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-    if max_duration_s is not None and max_duration_s <= 0:
-        raise ValueError(f"max_duration_s must be positive, got {max_duration_s}")
     if isinstance(source, bytes):
         if not source:
             raise EmptyAudio("the audio is empty (0 bytes)")
     elif os.stat(source).st_size == 0:
         raise EmptyAudio("the audio file is empty (0 bytes)")
+    if deadline is not None:
+        deadline.check("decoding")
 
     opened = _open_soundfile(source)
     if opened is not None:
         with opened:
-            samples, rate, channels = _read_soundfile(opened, max_duration_s)
+            samples, rate, channels = _read_soundfile(opened, sample_rate, limits, deadline)
         if samples.size:
             return _finish(
                 resample(samples, rate, sample_rate), sample_rate, rate, channels, "soundfile"
@@ -96,15 +104,13 @@ def decode_audio(
         # A WAV whose header was never finalised says "0 frames" over real data; ffmpeg
         # reads such files to the end. Anything else without samples is empty.
         try:
-            samples, rate, channels = _decode_ffmpeg(
-                source, sample_rate, max_duration_s, ffmpeg_timeout_s
-            )
+            samples, rate, channels = _decode_ffmpeg(source, sample_rate, limits, deadline)
+        except DecodeTimeout:
+            raise
         except (AudioDecodeError, DecoderUnavailable):
             raise EmptyAudio("the audio contains no samples") from None
     else:
-        samples, rate, channels = _decode_ffmpeg(
-            source, sample_rate, max_duration_s, ffmpeg_timeout_s
-        )
+        samples, rate, channels = _decode_ffmpeg(source, sample_rate, limits, deadline)
     return _finish(samples, sample_rate, rate, channels, "ffmpeg")
 
 
@@ -140,22 +146,26 @@ def _open_soundfile(source: bytes | str | os.PathLike[str]) -> sf.SoundFile | No
 
 
 def _read_soundfile(
-    f: sf.SoundFile, max_duration_s: float | None
+    f: sf.SoundFile, target_rate: int, limits: AudioLimits, deadline: Deadline | None
 ) -> tuple[npt.NDArray[np.float32], int, int]:
     """Read and down-mix block by block: memory is the mono signal, not every channel."""
     rate, channels = int(f.samplerate), int(f.channels)
     if rate <= 0 or channels <= 0:
         raise AudioDecodeError(f"the audio header is invalid ({rate} Hz, {channels} channels)")
-    limit = None if max_duration_s is None else round(max_duration_s * rate)
+    limits.check_stream(rate, channels, target_rate)
+    limit = limits.max_frames(rate)
     declared = int(f.frames) if f.frames > 0 else 0
     if limit is not None and declared > limit:
         raise AudioTooLong(
-            f"audio is {declared / rate:.1f} s, longer than the maximum of {max_duration_s:g} s"
+            f"audio is {declared / rate:.1f} s, longer than the maximum of "
+            f"{limits.max_duration_s:g} s"
         )
     block_frames = max(1, _BLOCK_SAMPLES // channels)
     mono = np.empty(min(declared, _MAX_PREALLOCATED_FRAMES), dtype=np.float32)
     n = 0
     while True:
+        if deadline is not None:
+            deadline.check("decoding")
         try:
             block = f.read(block_frames, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as exc:
@@ -166,7 +176,7 @@ def _read_soundfile(
         if block.shape[0] == 0:
             break
         if limit is not None and n + block.shape[0] > limit:
-            raise AudioTooLong(f"audio is longer than the maximum of {max_duration_s:g} s")
+            raise AudioTooLong(f"audio is longer than the maximum of {limits.max_duration_s:g} s")
         if n + block.shape[0] > mono.size:
             # Longer than declared or preallocated: double.
             mono = np.concatenate([mono[:n], np.empty(max(n, block_frames), np.float32)])
@@ -182,8 +192,8 @@ def _read_soundfile(
 def _decode_ffmpeg(
     source: bytes | str | os.PathLike[str],
     sample_rate: int,
-    max_duration_s: float | None,
-    timeout_s: float,
+    limits: AudioLimits,
+    deadline: Deadline | None,
 ) -> tuple[npt.NDArray[np.float32], int, int]:
     if isinstance(source, bytes):
         # ffmpeg needs a seekable file for MP4 (moov at the end): a private directory that
@@ -191,11 +201,7 @@ def _decode_ffmpeg(
         with tempfile.TemporaryDirectory(prefix="asr-audio-") as tmp:
             path = Path(tmp) / "input"
             path.write_bytes(source)
-            result = ffmpeg_decode(
-                path, sample_rate, max_duration_s=max_duration_s, timeout_s=timeout_s
-            )
+            result = ffmpeg_decode(path, sample_rate, limits=limits, deadline=deadline)
     else:
-        result = ffmpeg_decode(
-            source, sample_rate, max_duration_s=max_duration_s, timeout_s=timeout_s
-        )
+        result = ffmpeg_decode(source, sample_rate, limits=limits, deadline=deadline)
     return result.samples, result.original_sample_rate, result.channels

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from .errors import BundleError
 from .tokens import Vocabulary
 
 CONFIG_FILE = "config.json"
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 
 @dataclass(frozen=True)
@@ -55,16 +58,29 @@ def write_checksums(root: Path, config: BundleConfig) -> None:
     (root / config.checksums_file).write_text("".join(lines), encoding="utf-8")
 
 
-def load_bundle(root: Path | str, *, verify_checksums: bool = True) -> ModelBundle:
+def load_bundle(
+    root: Path | str,
+    *,
+    verify_checksums: bool = True,
+    known_digests: Mapping[str, str] | None = None,
+) -> ModelBundle:
+    """Load and validate the bundle in ``root``.
+
+    ``known_digests`` maps file names to the sha256 of the file now at ``root/name``, as
+    computed by a caller that has just written and verified it (a download): those files
+    are checked against SHA256SUMS without being read again.
+    """
     root = Path(root)
     if not root.is_dir():
         raise BundleError(f"model bundle directory {root} does not exist")
     config = BundleConfig.from_dict(_read_json(root / CONFIG_FILE))
     for name in [*bundle_files(config), config.checksums_file]:
+        if Path(name).name != name or name in {".", ".."}:
+            raise BundleError(f"model bundle {root}: config.json names a file outside it: {name!r}")
         if not (root / name).is_file():
             raise BundleError(f"model bundle {root} is missing {name}")
     if verify_checksums:
-        _verify_checksums(root, config)
+        _verify_checksums(root, config, known_digests or {})
     verification = _read_json(root / config.verification_file)
     if not isinstance(verification, dict) or verification.get("passed") is not True:
         raise BundleError(f"model bundle {root} did not pass export verification; re-export it")
@@ -72,17 +88,29 @@ def load_bundle(root: Path | str, *, verify_checksums: bool = True) -> ModelBund
     return ModelBundle(root, config, vocabulary, verification)
 
 
-def _verify_checksums(root: Path, config: BundleConfig) -> None:
+def parse_checksums(text: str, source: str = "SHA256SUMS") -> dict[str, str]:
+    """``sha256sum`` output (``<64 hex>  <name>``, or ``<64 hex> *<name>``) → {name: digest}."""
     listed: dict[str, str] = {}
-    for line in (root / config.checksums_file).read_text(encoding="utf-8").splitlines():
-        digest, _, name = line.partition("  ")
-        if len(digest) != 64 or not name:
-            raise BundleError(f"{config.checksums_file} has a malformed line: {line!r}")
-        listed[name.lstrip("*")] = digest.lower()
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        digest, separator, name = line[:64], line[64:66], line[66:]
+        if not _SHA256_HEX.fullmatch(digest) or separator not in {"  ", " *"} or not name:
+            raise BundleError(f"{source} has a malformed line: {line!r}")
+        if name in listed:
+            raise BundleError(f"{source} lists {name!r} twice")
+        listed[name] = digest.lower()
+    return listed
+
+
+def _verify_checksums(root: Path, config: BundleConfig, known: Mapping[str, str]) -> None:
+    text = (root / config.checksums_file).read_text(encoding="utf-8")
+    listed = parse_checksums(text, config.checksums_file)
     for name in bundle_files(config):
         if name not in listed:
             raise BundleError(f"{config.checksums_file} does not list {name}")
-        if sha256_of(root / name) != listed[name]:
+        actual = known[name] if name in known else sha256_of(root / name)
+        if actual.lower() != listed[name]:
             raise BundleError(
                 f"model bundle file {name} does not match its sha256: corrupt or partial copy"
             )

@@ -32,6 +32,10 @@ class InvalidRequest(AsrError):
 
     code = "invalid_request"
     http_status = 400
+    # The finer codes raised as ``InvalidRequest(message, code=...)``.
+    variants = frozenset(
+        {"empty_body", "invalid_json", "invalid_base64", "invalid_s3_ref", "invalid_s3_event"}
+    )
 
 
 class AudioDecodeError(AsrError):
@@ -55,6 +59,20 @@ class NonFiniteAudio(AudioDecodeError):
     http_status = 422
 
 
+class AudioTooManyChannels(AsrError):
+    """More channels than the cap (checked from the header, before any sample is decoded)."""
+
+    code = "audio_too_many_channels"
+    http_status = 422
+
+
+class SampleRateUnsupported(AsrError):
+    """A sample rate outside the accepted range, or one that resamples only at great cost."""
+
+    code = "audio_sample_rate_unsupported"
+    http_status = 422
+
+
 class EmptyAudio(AsrError):
     code = "audio_empty"
     http_status = 422
@@ -68,6 +86,13 @@ class AudioTooLong(AsrError):
 class PayloadTooLarge(AsrError):
     code = "payload_too_large"
     http_status = 413
+
+
+class S3RefNotAllowed(AsrError):
+    """An API request named an object outside the input bucket's input prefix."""
+
+    code = "s3_ref_not_allowed"
+    http_status = 403
 
 
 class ObjectNotFound(AsrError):
@@ -85,5 +110,23 @@ class DecoderUnavailable(AsrError):
 
 
 class DeadlineExceeded(AsrError):
+    """The invocation ran out of time (Lambda's remaining time, or API Gateway's limit).
+
+    A server-side timeout on a well-formed request (input caps refuse malformed input
+    before it can get here): 504 for the API; the S3/SQS paths re-raise it so the object
+    is retried rather than given a final error record.
+    """
+
     code = "deadline_exceeded"
     http_status = 504
+
+
+def stable_codes() -> frozenset[str]:
+    """Every code an ``AsrError`` can carry: the ones clients may branch on."""
+    codes: set[str] = set()
+    pending: list[type[AsrError]] = [AsrError]
+    while pending:
+        cls = pending.pop()
+        codes.add(cls.code)
+        pending.extend(cls.__subclasses__())
+    return frozenset(codes | InvalidRequest.variants)

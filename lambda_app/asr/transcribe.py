@@ -4,24 +4,30 @@ transcriber = Transcriber.from_dir("demo/bundle")
 result = transcriber.transcribe("clip.mp3")            # a path
 result = transcriber.transcribe(wav_bytes)              # bytes
 result = transcriber.transcribe(samples, sample_rate=8000)  # a numpy array
+result = transcriber.transcribe(data, limits=AudioLimits(max_duration_s=60), deadline=deadline)
+
+``limits`` caps what is accepted before decoding (``asr.limits``); ``deadline`` is checked
+after decoding and before every window's features and model run, and bounds ffmpeg.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .acoustic_model import OnnxAcousticModel
-from .audio import decode_audio
+from .audio import DEFAULT_LIMITS, decode_audio
 from .bundle import ModelBundle, load_bundle
 from .ctc import CtcHypothesis, Word, greedy_decode
+from .deadline import Deadline
 from .errors import AudioTooLong, EmptyAudio, InvalidRequest, NonFiniteAudio
 from .frontend import make_frontend
+from .limits import AudioLimits
 from .resample import resample
 from .windows import plan_windows
 
@@ -83,17 +89,28 @@ class Transcriber:
         sample_rate: int | None = None,
         *,
         max_duration_s: float | None = None,
+        limits: AudioLimits = DEFAULT_LIMITS,
+        deadline: Deadline | None = None,
     ) -> Transcript:
-        """Transcribe a file path, encoded audio bytes, or samples (with their rate)."""
+        """Transcribe a file path, encoded audio bytes, or samples (with their rate).
+
+        ``max_duration_s``, when given, replaces ``limits.max_duration_s``.
+        """
+        if max_duration_s is not None:
+            limits = replace(limits, max_duration_s=max_duration_s)
         started = time.perf_counter()
-        samples = self._samples(audio, sample_rate, max_duration_s)
+        samples = self._samples(audio, sample_rate, limits, deadline)
         duration = samples.size / self.sample_rate
         timings = Timings(decode=time.perf_counter() - started)
         texts: list[str] = []
         words: list[Word] = []
         recognised = False
         for start, stop in self._windows(samples):
-            hypothesis, spent = self._recognise(samples[start:stop], start / self.sample_rate)
+            if deadline is not None:
+                deadline.check("transcription")
+            hypothesis, spent = self._recognise(
+                samples[start:stop], start / self.sample_rate, deadline
+            )
             if hypothesis is None:  # a window shorter than one feature frame
                 continue
             recognised = True
@@ -122,7 +139,7 @@ class Transcriber:
         return plan_windows(samples, self.sample_rate, cap)
 
     def _recognise(
-        self, samples: np.ndarray, offset: float
+        self, samples: np.ndarray, offset: float, deadline: Deadline | None
     ) -> tuple[CtcHypothesis | None, Timings]:
         """Features → acoustic model → greedy CTC for one window starting at ``offset`` s."""
         started = time.perf_counter()
@@ -130,6 +147,8 @@ class Transcriber:
         features_at = time.perf_counter()
         if features.shape[1] == 0:
             return None, Timings(features=features_at - started)
+        if deadline is not None:
+            deadline.check("transcription")
         log_probs = self.model(features)
         model_at = time.perf_counter()
         hypothesis = greedy_decode(
@@ -146,33 +165,39 @@ class Transcriber:
         return hypothesis, spent
 
     def _samples(
-        self, audio: AudioInput, sample_rate: int | None, max_duration_s: float | None
+        self,
+        audio: AudioInput,
+        sample_rate: int | None,
+        limits: AudioLimits,
+        deadline: Deadline | None,
     ) -> np.ndarray:
         if isinstance(audio, np.ndarray):
             if sample_rate is None:
                 raise InvalidRequest("samples given as an array need their sample_rate")
-            return self._array_samples(audio, sample_rate, max_duration_s)
+            return self._array_samples(audio, sample_rate, limits)
         if sample_rate is not None:
             raise InvalidRequest("sample_rate applies only to arrays; files carry their own")
         source = bytes(audio) if isinstance(audio, bytearray | memoryview) else audio
-        return decode_audio(source, self.sample_rate, max_duration_s=max_duration_s).samples
+        return decode_audio(source, self.sample_rate, limits=limits, deadline=deadline).samples
 
     def _array_samples(
-        self, audio: np.ndarray, sample_rate: int, max_duration_s: float | None
+        self, audio: np.ndarray, sample_rate: int, limits: AudioLimits
     ) -> np.ndarray:
         if sample_rate <= 0:
             raise InvalidRequest(f"sample_rate must be positive, got {sample_rate}")
-        if audio.ndim == 2:  # [frames, channels], soundfile's layout
-            audio = audio.mean(axis=1)
-        if audio.ndim != 1:
+        if audio.ndim not in (1, 2):
             raise InvalidRequest(
                 f"samples must be [frames] or [frames, channels], got {audio.shape}"
             )
+        limits.check_stream(sample_rate, 1 if audio.ndim == 1 else audio.shape[1], self.sample_rate)
+        if audio.ndim == 2:  # [frames, channels], soundfile's layout
+            audio = audio.mean(axis=1)
         if audio.size == 0:
             raise EmptyAudio("the audio holds no samples")
-        if max_duration_s is not None and audio.size / sample_rate > max_duration_s:
+        cap = limits.max_duration_s
+        if cap is not None and audio.size / sample_rate > cap:
             raise AudioTooLong(
-                f"audio is {audio.size / sample_rate:.1f} s; the limit here is {max_duration_s:g} s"
+                f"audio is {audio.size / sample_rate:.1f} s; the limit here is {cap:g} s"
             )
         if np.issubdtype(audio.dtype, np.integer):  # PCM: scale to [-1, 1)
             full_scale = float(2 ** (8 * audio.dtype.itemsize - 1))

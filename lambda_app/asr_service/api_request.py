@@ -9,14 +9,18 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any
+import re
+from typing import Any, Final
 
-from asr.errors import InvalidRequest, PayloadTooLarge
+from asr.errors import InvalidRequest, PayloadTooLarge, S3RefNotAllowed
 
 from .s3_objects import read_object
 from .settings import Settings
 
 JSON_TYPES = ("application/json", "text/json")
+# Bucket names S3 has ever allowed (legacy us-east-1 names included): what botocore accepts.
+_BUCKET_NAME: Final = re.compile(r"[A-Za-z0-9._-]{1,255}")
+_MAX_KEY_BYTES: Final = 1024
 
 
 def audio_from_request(
@@ -65,7 +69,26 @@ def _audio_from_s3_ref(ref: Any, settings: Settings) -> bytes:
         isinstance(ref.get(field), str) and ref.get(field) for field in ("bucket", "key")
     ):
         raise InvalidRequest('"s3" must be {"bucket": "...", "key": "..."}', code="invalid_s3_ref")
-    return read_object(ref["bucket"], ref["key"], max_bytes=settings.max_s3_object_bytes).data
+    bucket, key = ref["bucket"], ref["key"]
+    # Refused here rather than by botocore, whose validation errors are not S3 answers.
+    if not _BUCKET_NAME.fullmatch(bucket):
+        raise InvalidRequest('"s3.bucket" is not a valid bucket name', code="invalid_s3_ref")
+    try:
+        key_bytes = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        key_bytes = 0
+    if not 0 < key_bytes <= _MAX_KEY_BYTES:
+        raise InvalidRequest(
+            f'"s3.key" must be 1-{_MAX_KEY_BYTES} bytes of UTF-8', code="invalid_s3_ref"
+        )
+    if settings.input_bucket is not None and (
+        bucket != settings.input_bucket or not key.startswith(settings.input_prefix)
+    ):
+        raise S3RefNotAllowed(
+            f"this API reads only s3://{settings.input_bucket}/{settings.input_prefix}…: "
+            "upload the audio there"
+        )
+    return read_object(bucket, key, max_bytes=settings.max_s3_object_bytes).data
 
 
 def _b64decode(text: str, what: str) -> bytes:

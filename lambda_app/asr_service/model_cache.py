@@ -1,37 +1,88 @@
-"""One Transcriber per container: loaded on first use, reused by warm invocations."""
+"""One Transcriber per container: loaded on first use, reused by warm invocations.
+
+The bundle comes from ``MODEL_S3_URI`` when it is set (fetched into ``MODEL_CACHE_DIR``,
+see model_source), else from ``MODEL_DIR`` (the model layer, or a container image's
+/opt/model). ``last_load()`` tells the metrics where it came from and what it cost.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
+from typing import Literal
 
+from asr.bundle import load_bundle
 from asr.transcribe import Transcriber
 
+from .model_source import fetch_bundle
 from .settings import Settings
+
+# "s3_cached": fetched by an earlier init of this sandbox and found intact in /tmp.
+ModelSource = Literal["dir", "s3", "s3_cached"]
+
+
+@dataclass(frozen=True)
+class ModelLoad:
+    source: ModelSource
+    location: str  # the directory, or the s3:// URI
+    load_seconds: float  # everything: fetch, checks, onnxruntime session
+    download_seconds: float  # the fetch alone (S3 requests, download, sha256); 0 for "dir"
+    downloaded_bytes: int
 
 
 class ModelCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._transcriber: Transcriber | None = None
-        self.load_seconds: float | None = None
+        self.last_load: ModelLoad | None = None
+
+    @property
+    def load_seconds(self) -> float | None:
+        return self.last_load.load_seconds if self.last_load else None
 
     def get(self, settings: Settings) -> Transcriber:
         if self._transcriber is None:
             with self._lock:
                 if self._transcriber is None:
-                    started = time.perf_counter()
-                    self._transcriber = Transcriber.from_dir(settings.model_dir)
-                    self.load_seconds = time.perf_counter() - started
+                    self._transcriber = self._load(settings)
         return self._transcriber
+
+    def _load(self, settings: Settings) -> Transcriber:
+        started = time.perf_counter()
+        if settings.model_s3_uri:
+            fetched = fetch_bundle(settings.model_s3_uri, settings.model_cache_dir)
+            # Every file was hashed as it arrived (or under the cache's marker): not again.
+            bundle = load_bundle(fetched.directory, known_digests=fetched.digests)
+            source: ModelSource = "s3_cached" if fetched.reused else "s3"
+            location, download_seconds = settings.model_s3_uri, fetched.seconds
+            downloaded_bytes = fetched.downloaded_bytes
+        else:
+            bundle = load_bundle(settings.model_dir)
+            source, location = "dir", str(settings.model_dir)
+            download_seconds, downloaded_bytes = 0.0, 0
+        transcriber = Transcriber(bundle)
+        self.last_load = ModelLoad(
+            source=source,
+            location=location,
+            load_seconds=time.perf_counter() - started,
+            download_seconds=download_seconds,
+            downloaded_bytes=downloaded_bytes,
+        )
+        return transcriber
 
     def reset(self) -> None:
         """Forget the loaded model (tests switch bundles)."""
         with self._lock:
             self._transcriber = None
-            self.load_seconds = None
+            self.last_load = None
 
 
 _cache = ModelCache()
 get_transcriber = _cache.get
 reset = _cache.reset
+
+
+def last_load() -> ModelLoad | None:
+    """How the current model was loaded (None before the first load)."""
+    return _cache.last_load

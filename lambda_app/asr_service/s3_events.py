@@ -2,8 +2,13 @@
 
 For ``s3://in/<key>`` the function writes ``s3://<OUTPUT_BUCKET>/<OUTPUT_PREFIX><key>.json``:
 the transcript, or an error record with a stable code when the object cannot be
-transcribed. Keys under the output prefix of the output bucket are never processed, so
-a trigger misconfigured to watch the outputs cannot loop.
+transcribed. Objects the function could have written itself (in the output bucket, under
+the output prefix, ending in ``.json``) are never processed, so a trigger that sees the
+outputs — the same bucket with the output prefix under the watched prefix — cannot loop.
+
+User errors (an ``AsrError`` with a 4xx status: corrupt audio, too long, missing object)
+become error records. Faults on our side (5xx ``AsrError``s such as a broken bundle or a
+missed deadline, S3 errors, anything unexpected) are raised, so the delivery is retried.
 """
 
 from __future__ import annotations
@@ -11,12 +16,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import unquote_plus
 
+from asr.deadline import Deadline
 from asr.errors import AsrError, InvalidRequest
 from asr.transcribe import Transcriber, Transcript
 
+from .budget import s3_limits
 from .s3_objects import read_object, write_json
 from .settings import Settings
 
@@ -33,6 +40,34 @@ class RecordOutcome:
     transcript: Transcript | None = None
 
 
+@dataclass(frozen=True)
+class ObjectRef:
+    """The object version an S3 notification record names; ``key`` is URL-decoded."""
+
+    bucket: str
+    key: str
+    etag: str | None = None
+    version_id: str | None = None
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> ObjectRef:
+        s3 = _mapping(record.get("s3"))
+        bucket, obj = _mapping(s3.get("bucket")), _mapping(s3.get("object"))
+        return cls(
+            bucket=str(bucket.get("name") or ""),
+            key=unquote_plus(str(obj.get("key") or "")),
+            etag=_optional_str(obj.get("eTag")),
+            version_id=_optional_str(obj.get("versionId")),
+        )
+
+    def source(self) -> dict[str, Any]:
+        """The ``input`` block of the result object."""
+        source: dict[str, Any] = {"bucket": self.bucket, "key": self.key, "etag": self.etag}
+        if self.version_id:
+            source["version_id"] = self.version_id
+        return source
+
+
 def is_s3_event(event: Any) -> bool:
     records = event.get("Records") if isinstance(event, dict) else None
     return (
@@ -42,8 +77,27 @@ def is_s3_event(event: Any) -> bool:
     )
 
 
+def is_object_created(record: dict[str, Any]) -> bool:
+    return str(record.get("eventName", "")).startswith("ObjectCreated:")
+
+
 def output_key_for(key: str, settings: Settings) -> str:
     return f"{settings.output_prefix}{key}{RESULT_SUFFIX}"
+
+
+def is_output_object(bucket: str, key: str, settings: Settings) -> bool:
+    """Could this object be one of our results? Every key ``output_key_for`` makes is."""
+    output_bucket = settings.output_bucket or bucket
+    return (
+        bucket == output_bucket
+        and key.startswith(settings.output_prefix)
+        and key.endswith(RESULT_SUFFIX)
+    )
+
+
+def is_user_error(exc: BaseException) -> TypeGuard[AsrError]:
+    """A failure the input caused, final for this object version: it gets an error record."""
+    return isinstance(exc, AsrError) and exc.http_status < 500
 
 
 def process_record(
@@ -51,35 +105,46 @@ def process_record(
     settings: Settings,
     transcriber_factory: Callable[[], Transcriber],
     request_id: str,
+    *,
+    record_internal_errors: bool = True,
+    deadline: Deadline | None = None,
 ) -> RecordOutcome:
-    s3 = record.get("s3", {})
-    bucket = str(s3.get("bucket", {}).get("name", ""))
-    key = unquote_plus(str(s3.get("object", {}).get("key", "")))
-    output_bucket = settings.output_bucket or bucket
-    if output_bucket == bucket and key.startswith(settings.output_prefix):
-        return RecordOutcome(bucket, key, "skipped", None)
-    output_key = output_key_for(key, settings)
-    source = {"bucket": bucket, "key": key, "etag": s3.get("object", {}).get("eTag")}
+    """Transcribe the object ``record`` names and write its result object.
+
+    ``record_internal_errors``: before re-raising an internal fault, write an
+    ``internal_error`` record that the retry overwrites (the direct S3 trigger, whose
+    retries are few and leave no other trace). The SQS path passes False: its failed
+    messages are retried and then kept in the dead-letter queue, and the one result
+    object is written once, with the final outcome.
+
+    ``deadline`` (``budget.invocation_deadline``) bounds decoding and transcription; when
+    it passes, ``DeadlineExceeded`` (a 5xx ``AsrError``) is raised like any internal fault,
+    so the object is retried instead of getting a final error record.
+    """
+    ref = ObjectRef.from_record(record)
+    if is_output_object(ref.bucket, ref.key, settings):
+        return RecordOutcome(ref.bucket, ref.key, "skipped", None)
+    output_bucket = settings.output_bucket or ref.bucket
+    output_key = output_key_for(ref.key, settings)
+    source = ref.source()
     started = time.perf_counter()
     try:
-        if not bucket or not key:
+        if not ref.bucket or not ref.key:
             raise InvalidRequest("the S3 record names no bucket or key", code="invalid_s3_event")
-        obj = read_object(bucket, key, max_bytes=settings.max_s3_object_bytes)
+        obj = read_object(ref.bucket, ref.key, max_bytes=settings.max_s3_object_bytes)
         source["etag"] = obj.etag or source["etag"]
         transcript = transcriber_factory().transcribe(
-            obj.data, max_duration_s=settings.max_s3_audio_seconds
+            obj.data, limits=s3_limits(settings), deadline=deadline
         )
-    except AsrError as exc:
-        payload = _error_payload(source, exc.code, exc.message, request_id)
-        write_json(output_bucket, output_key, payload)
-        return RecordOutcome(bucket, key, "failed", output_key, exc.code)
-    except Exception:
-        # Record the failure for the user, then let the invocation fail so Lambda's retry
-        # (at-least-once) gets another chance; the retry overwrites this record.
-        payload = _error_payload(
-            source, "internal_error", "an internal error occurred; it will be retried", request_id
-        )
-        write_json(output_bucket, output_key, payload)
+    except Exception as exc:
+        if is_user_error(exc):
+            payload = _error_payload(source, exc.code, exc.message, request_id)
+            write_json(output_bucket, output_key, payload)
+            return RecordOutcome(ref.bucket, ref.key, "failed", output_key, exc.code)
+        if record_internal_errors:
+            message = "an internal error occurred; it will be retried"
+            payload = _error_payload(source, "internal_error", message, request_id)
+            write_json(output_bucket, output_key, payload)
         raise
     write_json(
         output_bucket,
@@ -92,7 +157,7 @@ def process_record(
             "request_id": request_id,
         },
     )
-    return RecordOutcome(bucket, key, "done", output_key, transcript=transcript)
+    return RecordOutcome(ref.bucket, ref.key, "done", output_key, transcript=transcript)
 
 
 def _error_payload(
@@ -104,3 +169,11 @@ def _error_payload(
         "error": {"code": code, "message": message},
         "request_id": request_id,
     }
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _optional_str(value: Any) -> str | None:
+    return str(value) if value not in (None, "") else None

@@ -8,6 +8,8 @@ from pathlib import Path
 
 # Where the model layer puts the bundle (layer contents land under /opt).
 LAYER_MODEL_DIR = Path("/opt/model")
+# Where a bundle fetched from MODEL_S3_URI is kept (Lambda's /tmp: ephemeral storage).
+DEFAULT_MODEL_CACHE_DIR = Path("/tmp/asr-model")
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,25 @@ class Settings:
     max_s3_audio_seconds: float = 900.0
     output_bucket: str | None = None
     output_prefix: str = "transcripts/"
+    # {"s3": ...} API requests may only name keys under input_prefix of input_bucket (the
+    # function's role can read nothing else); None: any bucket (local runs and tests).
+    input_bucket: str | None = None
+    input_prefix: str = ""
+    # s3://bucket/prefix/ of a bundle too big for the zip: fetched into model_cache_dir at
+    # init and used instead of model_dir.
+    model_s3_uri: str | None = None
+    model_cache_dir: Path = DEFAULT_MODEL_CACHE_DIR
+    # Input caps checked from the header before decoding (why these: asr/limits.py).
+    max_audio_channels: int = 6
+    max_audio_sample_rate: int = 96_000
+    # ffmpeg's own bounds (asr/ffmpeg.py); the invocation's deadline lowers the timeout.
+    ffmpeg_timeout_seconds: float = 60.0
+    ffmpeg_cpu_seconds: int = 30
+    ffmpeg_memory_mb: int = 512
+    # Kept back from Lambda's remaining time to write the response or the result object.
+    deadline_margin_seconds: float = 2.0
+    # API Gateway stops waiting after 29 s (REST; HTTP API: 30 s), whatever the timeout.
+    api_timeout_seconds: float = 29.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -34,6 +55,17 @@ class Settings:
             max_s3_audio_seconds=float(env.get("MAX_S3_AUDIO_SECONDS", 900)),
             output_bucket=env.get("OUTPUT_BUCKET") or None,
             output_prefix=_as_prefix(env.get("OUTPUT_PREFIX", "transcripts/")),
+            input_bucket=env.get("INPUT_BUCKET") or None,
+            input_prefix=_as_prefix(env.get("INPUT_PREFIX", "")),
+            model_s3_uri=env.get("MODEL_S3_URI", "").strip() or None,
+            model_cache_dir=Path(env.get("MODEL_CACHE_DIR") or DEFAULT_MODEL_CACHE_DIR),
+            max_audio_channels=int(env.get("MAX_AUDIO_CHANNELS", 6)),
+            max_audio_sample_rate=int(env.get("MAX_AUDIO_SAMPLE_RATE", 96_000)),
+            ffmpeg_timeout_seconds=float(env.get("FFMPEG_TIMEOUT_SECONDS", 60)),
+            ffmpeg_cpu_seconds=int(env.get("FFMPEG_CPU_SECONDS", 30)),
+            ffmpeg_memory_mb=int(env.get("FFMPEG_MEMORY_MB", 512)),
+            deadline_margin_seconds=float(env.get("DEADLINE_MARGIN_SECONDS", 2)),
+            api_timeout_seconds=float(env.get("API_TIMEOUT_SECONDS", 29)),
         )
 
 
