@@ -58,9 +58,10 @@ def _drop_connections() -> None:
 # Load the model during init when it ships with the function: SnapStart snapshots it loaded,
 # and on-demand inits get it before the first request. A failure here is logged and left
 # for the first request to report (a 500 bundle_invalid), rather than failing every init.
+# Not through the traced _transcriber: init runs outside any X-Ray segment.
 if snapstart.should_preload(settings):
     try:
-        _transcriber()
+        model_cache.get_transcriber(settings)
     except Exception:
         logger.exception("model preload at init failed; requests will retry the load")
 snapstart.register_after_restore(_drop_connections)
