@@ -49,16 +49,36 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class Segment:
+    """A stretch of speech transcribed in one model pass, with absolute times in seconds."""
+
+    start: float
+    end: float
+    text: str
+    words: tuple[Word, ...]
+
+
+@dataclass(frozen=True)
 class Transcript:
     text: str
     words: tuple[Word, ...]
     duration: float
     model_id: str
     timings: Timings = field(default_factory=Timings)
+    segments: tuple[Segment, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["words"] = [asdict(word) for word in self.words]
+        data["segments"] = [
+            {
+                "start": round(s.start, 3),
+                "end": round(s.end, 3),
+                "text": s.text,
+                "words": [asdict(word) for word in s.words],
+            }
+            for s in self.segments
+        ]
         data["timings"] = {k: round(v, 4) for k, v in asdict(self.timings).items()}
         data["timings"]["total"] = round(self.timings.total, 4)
         data["duration"] = round(self.duration, 3)
@@ -104,6 +124,7 @@ class Transcriber:
         timings = Timings(decode=time.perf_counter() - started)
         texts: list[str] = []
         words: list[Word] = []
+        segments: list[Segment] = []
         recognised = False
         for start, stop in self._windows(samples):
             if deadline is not None:
@@ -116,6 +137,15 @@ class Transcriber:
             recognised = True
             texts.append(hypothesis.text)
             words.extend(hypothesis.words)
+            if hypothesis.text:
+                segments.append(
+                    Segment(
+                        start=start / self.sample_rate,
+                        end=stop / self.sample_rate,
+                        text=hypothesis.text,
+                        words=hypothesis.words,
+                    )
+                )
             timings = Timings(
                 decode=timings.decode,
                 features=timings.features + spent.features,
@@ -130,6 +160,7 @@ class Transcriber:
             duration=duration,
             model_id=self.model_id,
             timings=timings,
+            segments=tuple(segments),
         )
 
     def _windows(self, samples: np.ndarray) -> list[tuple[int, int]]:
