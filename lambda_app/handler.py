@@ -12,8 +12,9 @@ import json
 from typing import Any
 
 from asr.errors import AsrError, AudioTooLong
+from asr.formats import render, transcript_document
 from asr.transcribe import Transcriber
-from asr_service import model_cache, s3_objects, snapstart, sqs_batch
+from asr_service import jobs, model_cache, openai_route, s3_objects, snapstart, sqs_batch
 from asr_service.api_request import audio_from_request
 from asr_service.budget import api_deadline, api_limits, invocation_deadline
 from asr_service.observability import (
@@ -25,6 +26,7 @@ from asr_service.observability import (
     record_transcription,
     tracer,
 )
+from asr_service.output_selection import requested_format
 from asr_service.s3_events import RecordOutcome, is_s3_event, process_record
 from asr_service.settings import Settings
 from asr_service.sqs_batch import handle_sqs_event, is_sqs_event
@@ -69,8 +71,12 @@ snapstart.register_after_restore(_drop_connections)
 
 def _register_routes(app: ApiGatewayResolver) -> None:
     @app.post("/transcribe")
-    def transcribe() -> dict[str, Any]:
+    def transcribe() -> dict[str, Any] | Response[str]:
         event = app.current_event
+        output = requested_format(
+            event.query_string_parameters,
+            event.headers.get("accept") or event.headers.get("Accept"),
+        )
         deadline = api_deadline(app.lambda_context, settings)
         audio = audio_from_request(
             event.body,
@@ -89,7 +95,14 @@ def _register_routes(app: ApiGatewayResolver) -> None:
                 "<key>.json from the output bucket."
             ) from exc
         record_transcription(transcript.duration, transcript.timings.total)
-        return {**transcript.to_dict(), "request_id": app.lambda_context.aws_request_id}
+        request_id = app.lambda_context.aws_request_id
+        if output == "json":
+            return {**transcript_document(transcript), "request_id": request_id}
+        rendered = render(transcript, output)
+        return Response(200, rendered.content_type, rendered.body, {"x-request-id": request_id})
+
+    openai_route.register(app, settings, _transcriber)
+    jobs.register(app, lambda: settings)
 
     @app.get("/health")
     def health() -> dict[str, Any]:

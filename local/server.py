@@ -2,15 +2,17 @@
 
 Each request becomes the event API Gateway would send (binary bodies base64-encoded,
 lower-case headers, duplicate headers joined with commas), the handler runs in this
-process, and its response goes back as HTTP. Like a Lambda container it handles one
-request at a time; with ``concurrency`` N > 1 it is N warm containers sharing one model
-(``ConcurrentHandler``): N worker threads, one connection each, and further requests wait
-for a free worker, where AWS would start another container (a cold start) or, at the
-account's concurrency limit, throttle (429). What it enforces of the real service: the
-10 MB HTTP API body limit and Lambda's 6 MB synchronous payload limit (413), and the 30 s
-integration timeout (503, reported after the handler finishes; time spent waiting for a
-worker does not count). It has no route table: unknown paths reach the handler, which
-answers 404.
+process, and its response goes back as HTTP. Every connection is served by a thread of its
+own, as API Gateway accepts any number (so a keep-alive client, such as the openai client,
+never blocks another); invocations are what is limited. Like a Lambda container it runs one
+at a time; with ``concurrency`` N > 1 it is N warm containers sharing one model
+(``ConcurrentHandler``): at most N invocations at once, and further requests wait for a
+free one, where AWS would start another container (a cold start) or, at the account's
+concurrency limit, throttle (429). What it enforces of the real service: the 10 MB HTTP API
+body limit and Lambda's 6 MB synchronous payload limit (413), and the 30 s integration
+timeout (503, reported after the handler finishes; time spent waiting for a free container
+does not count). It has no route table: unknown paths (``/v1/...`` too) reach the handler,
+which answers 404 for the ones it does not serve.
 
     python -m local serve --bundle demo/bundle --port 3000 --upload clip.wav [--concurrency 10]
 
@@ -28,15 +30,17 @@ S3 references resolve against moto's in-process S3 (``--upload`` puts files ther
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import sys
+import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from socketserver import ThreadingMixIn
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -44,8 +48,7 @@ LOOPBACK = "127.0.0.1"
 HTTP_API_MAX_BODY_BYTES = 10 * 1024 * 1024
 LAMBDA_SYNC_PAYLOAD_BYTES = 6 * 1024 * 1024
 INTEGRATION_TIMEOUT_S = 30.0
-# With several workers: a connection left open and idle frees its worker after this long,
-# so idle keep-alive clients cannot hold every worker.
+# A connection left open and idle is closed after this long (its thread ends).
 IDLE_CONNECTION_TIMEOUT_S = 5.0
 # Content types API Gateway passes as text; every other body arrives base64-encoded.
 TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript")
@@ -137,8 +140,12 @@ def http_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
     return int(result["statusCode"]), headers, raw
 
 
-class ApiGatewayEmulator(HTTPServer):
+class ApiGatewayEmulator(ThreadingMixIn, HTTPServer):
     """``invoke`` must be safe to call from ``concurrency`` threads at once."""
+
+    daemon_threads = True
+    # server_close() waits for requests in progress (``_requests``), not for idle connections.
+    block_on_close = False
 
     def __init__(
         self, port: int, invoke: Invoke, *, log: bool = True, concurrency: int = 1
@@ -148,39 +155,56 @@ class ApiGatewayEmulator(HTTPServer):
         self.invoke = invoke
         self.log = log
         self.concurrency = concurrency
-        self.idle_timeout: float | None = None
-        self._workers: ThreadPoolExecutor | None = None
+        self.idle_timeout: float | None = IDLE_CONNECTION_TIMEOUT_S
+        self._containers = threading.BoundedSemaphore(concurrency)
+        self._requests = 0
+        self._requests_done = threading.Condition()
         # Clients that connect together must not overflow the listen backlog (socketserver's
         # is 5): their connections would be dropped and retried a second or more later.
         self.request_queue_size = max(128, 2 * concurrency)
-        if concurrency > 1:
-            self.idle_timeout = IDLE_CONNECTION_TIMEOUT_S
-            self._workers = ThreadPoolExecutor(concurrency, thread_name_prefix="container")
         super().__init__((LOOPBACK, port), _RequestHandler)
 
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.server_address[1]}"
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if self._workers is None:
-            super().process_request(request, client_address)
-        else:
-            self._workers.submit(self._serve_connection, request, client_address)
-
-    def _serve_connection(self, request: Any, client_address: Any) -> None:
+    @contextlib.contextmanager
+    def request_in_progress(self) -> Iterator[None]:
+        with self._requests_done:
+            self._requests += 1
         try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
+            yield
         finally:
-            self.shutdown_request(request)
+            with self._requests_done:
+                self._requests -= 1
+                self._requests_done.notify_all()
+
+    @contextlib.contextmanager
+    def container(self) -> Iterator[None]:
+        """One of the ``concurrency`` warm containers, waited for if all are busy."""
+        with self._containers:
+            yield
 
     def server_close(self) -> None:
-        """Stop listening, then wait for the requests in progress or waiting for a worker."""
+        """Stop listening, then wait for the requests in progress or waiting for a container."""
         super().server_close()
-        if self._workers is not None:
-            self._workers.shutdown(wait=True)
+        with self._requests_done:
+            self._requests_done.wait_for(lambda: self._requests == 0)
+
+
+@contextlib.contextmanager
+def serving_in_thread(emulator: ApiGatewayEmulator) -> Iterator[ApiGatewayEmulator]:
+    """Serve on a background thread; shut down and join it on exit (tests, benchmarks)."""
+    thread = threading.Thread(target=emulator.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield emulator
+    finally:
+        emulator.shutdown()
+        emulator.server_close()
+        thread.join(timeout=10)
+        if thread.is_alive():
+            raise RuntimeError("the emulator's server thread did not stop")
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
@@ -193,6 +217,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.connection.settimeout(self.server.idle_timeout)
 
     def _proxy(self) -> None:
+        with self.server.request_in_progress():
+            self._forward()
+
+    def _forward(self) -> None:
         if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
             self._gateway_error(411, "Length Required")
             return
@@ -206,14 +234,16 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._note("the event exceeds Lambda's 6 MB synchronous payload limit")
             self._gateway_error(413, "Request Entity Too Large")
             return
-        started = time.perf_counter()
-        try:
-            result = self.server.invoke(event)
-        except Exception:
-            self._note("the handler raised:\n" + traceback.format_exc())
-            self._gateway_error(500, "Internal Server Error")
-            return
-        if time.perf_counter() - started > INTEGRATION_TIMEOUT_S:
+        with self.server.container():
+            started = time.perf_counter()
+            try:
+                result = self.server.invoke(event)
+            except Exception:
+                self._note("the handler raised:\n" + traceback.format_exc())
+                self._gateway_error(500, "Internal Server Error")
+                return
+            took = time.perf_counter() - started
+        if took > INTEGRATION_TIMEOUT_S:
             self._note(f"the handler took longer than API Gateway's {INTEGRATION_TIMEOUT_S:g} s")
             self._gateway_error(503, "Service Unavailable")
             return

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from local.runtime import (
     call_handler,
     handler_in_environment,
 )
-from local.server import ApiGatewayEmulator, build_event
+from local.server import ApiGatewayEmulator, build_event, serving_in_thread
 from tests.conftest import REPO, speech_dir
 
 API_EVENTS = [
@@ -138,15 +137,8 @@ def test_build_event_matches_api_gateway() -> None:
 @pytest.fixture
 def server(local_handler: Handler) -> Iterator[ApiGatewayEmulator]:
     emulator = ApiGatewayEmulator(0, lambda event: call_handler(local_handler, event), log=False)
-    thread = threading.Thread(target=emulator.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving_in_thread(emulator):
         yield emulator
-    finally:
-        emulator.shutdown()
-        emulator.server_close()
-        thread.join(timeout=10)
-        assert not thread.is_alive()
 
 
 def http(url: str, body: bytes | None = None, content_type: str | None = None) -> tuple[int, Any]:

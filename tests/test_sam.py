@@ -173,6 +173,7 @@ def test_sam_build_fits_lambda_with_the_demo_model(architecture: str) -> None:
     assert (code / "handler.py").is_file()
     assert (code / "asr" / "__init__.py").is_file()
     assert (code / "asr_service" / "__init__.py").is_file()
+    assert (code / "asr" / "vad" / "silero_vad.onnx").is_file()  # the VAD ships in the zip
     shipped = {p.name for p in code.rglob("*")}
     assert not shipped & {"tests", "export", "torch", "__pycache__", "conftest.py"}, shipped
 

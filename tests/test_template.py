@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asr_service.job_store import JOBS_SEGMENT
 
 from tests.cfn_yaml import load_template
 
@@ -147,7 +148,11 @@ def test_object_access_is_scoped_to_the_configured_buckets_and_prefixes(
         assert statement["Effect"] == "Allow"
         for action in _as_list(statement["Action"]):
             granted.setdefault(action, []).extend(_as_list(statement["Resource"]))
-    s3_reads: list[Any] = [{"Fn::Sub": "${InputBucket.Arn}/${InputPrefix}*"}]
+    s3_reads: list[Any] = [
+        {"Fn::Sub": "${InputBucket.Arn}/${InputPrefix}*"},
+        # Results are read back for GET /jobs/{id} (inline transcript, presigned result URLs).
+        {"Fn::Sub": "${OutputBucket.Arn}/${OutputPrefix}*"},
+    ]
     if deployment.parameters["ModelS3Uri"]:
         # CloudFormation's Select [1, Split ["s3://", uri]]: "bucket/prefix/" of the URI.
         bundle_path = {"Fn::Select": [1, {"Fn::Split": ["s3://", {"Ref": "ModelS3Uri"}]}]}
@@ -155,10 +160,19 @@ def test_object_access_is_scoped_to_the_configured_buckets_and_prefixes(
             {"Fn::Sub": ["arn:${AWS::Partition}:s3:::${BundlePath}*", {"BundlePath": bundle_path}]}
         )
     assert granted.pop("s3:GetObject") == s3_reads
-    assert granted.pop("s3:PutObject") == [{"Fn::Sub": "${OutputBucket.Arn}/${OutputPrefix}*"}]
+    # Presigned job upload forms are authorised by this grant: job uploads only.
+    assert granted.pop("s3:PutObject") == [
+        {"Fn::Sub": "${OutputBucket.Arn}/${OutputPrefix}*"},
+        {"Fn::Sub": f"${{InputBucket.Arn}}/${{InputPrefix}}{JOBS_SEGMENT}*"},
+    ]
+    tables = [{"Fn::GetAtt": [t, "Arn"]} for t in ("IdempotencyTable", "JobsTable")]
+    assert granted.pop("dynamodb:DeleteItem") == tables[:1]  # job records only expire
     for action, resources in granted.items():
-        target = "UploadQueue" if action.startswith("sqs:") else "IdempotencyTable"
-        assert resources == [{"Fn::GetAtt": [target, "Arn"]}], action
+        if action.startswith("sqs:"):
+            assert resources == [{"Fn::GetAtt": ["UploadQueue", "Arn"]}], action
+        else:
+            assert action in {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}
+            assert resources == tables, action
 
 
 # --- storage and queues: encrypted, private, TLS only
@@ -256,6 +270,19 @@ def test_idempotency_table_matches_what_the_function_expects(deployment: Deploym
     assert table["SSESpecification"] == {"SSEEnabled": True}
     env = deployment.resources["AsrFunction"]["Properties"]["Environment"]["Variables"]
     assert env["IDEMPOTENCY_TABLE"] == {"Ref": "IdempotencyTable"}
+
+
+def test_jobs_table_matches_what_the_function_expects(deployment: Deployment) -> None:
+    table = deployment.resources["JobsTable"]["Properties"]
+    assert table["KeySchema"] == [{"AttributeName": "job_id", "KeyType": "HASH"}]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert table["SSESpecification"] == {"SSEEnabled": True}
+    env = deployment.resources["AsrFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["JOBS_TABLE"] == {"Ref": "JobsTable"}
+    # A job is marked failed on the delivery the queue will not repeat.
+    assert env["MAX_RECEIVE_COUNT"] == {"Ref": "MaxReceiveCount"}
+    redrive = deployment.resources["UploadQueue"]["Properties"]["RedrivePolicy"]
+    assert redrive["maxReceiveCount"] == env["MAX_RECEIVE_COUNT"]
 
 
 # --- the API: authenticated in every variant

@@ -1,4 +1,5 @@
-"""Long audio is cut into capped windows at pauses, and transcripts keep absolute times."""
+"""Long audio is cut into capped segments at pauses (VAD probabilities → plan_segments, or the
+energy-only plan_windows), and transcripts keep absolute times."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ import pytest
 import soundfile as sf
 from asr.bundle import load_bundle, write_checksums
 from asr.config import BundleConfig
+from asr.pcm import SampleBlocks
 from asr.transcribe import Transcriber
-from asr.windows import plan_windows
+from asr.windows import SegmentationPolicy, plan_segments, plan_windows
 
 RATE = 16000
+FRAME = 512  # Silero's frame at 16 kHz: 32 ms
 
 
 def test_short_audio_is_one_window() -> None:
@@ -52,34 +55,113 @@ def capped_bundle(source: Path, target: Path, seconds: float) -> Path:
     return target
 
 
-def test_windowed_transcript_is_the_windows_transcripts_with_absolute_times(
+def speech_frames(num_frames: int, *runs: tuple[int, int]) -> np.ndarray:
+    probabilities = np.full(num_frames, 0.02, np.float32)
+    for start, stop in runs:
+        probabilities[start:stop] = 0.97
+    return probabilities
+
+
+def noise(seconds: float, seed: int = 0) -> SampleBlocks:
+    rng = np.random.default_rng(seed)
+    return SampleBlocks([rng.normal(0, 0.1, int(seconds * RATE)).astype(np.float32)])
+
+
+def test_short_pauses_stay_inside_a_segment_and_segments_are_padded() -> None:
+    """Speech at frames 100-140 and 145-180 (a 0.16 s pause: one phrase), then 400-430."""
+    policy = SegmentationPolicy()
+    probabilities = speech_frames(600, (100, 140), (145, 180), (400, 430))
+    audio = noise(600 * FRAME / RATE)
+    segments = plan_segments(probabilities, FRAME, audio, RATE, max_segment_seconds=25.0)
+    before, after = int(policy.pad_before_s * RATE), int(policy.pad_after_s * RATE)
+    assert segments == [
+        (100 * FRAME - before, 180 * FRAME + after),
+        (400 * FRAME - before, 430 * FRAME + after),
+    ]
+
+
+def test_hysteresis_keeps_speech_through_middling_probabilities() -> None:
+    probabilities = speech_frames(300, (50, 60), (75, 90))
+    probabilities[60:75] = 0.4  # between neg_threshold and threshold: still speech
+    probabilities[200:203] = 0.45  # never reached the threshold: not speech
+    policy = SegmentationPolicy(min_pause_s=0.0, pad_before_s=0.0, pad_after_s=0.0)
+    segments = plan_segments(
+        probabilities, FRAME, noise(10.0), RATE, max_segment_seconds=25.0, policy=policy
+    )
+    assert segments == [(50 * FRAME, 90 * FRAME)]
+
+
+def test_long_speech_is_cut_in_the_longest_pause_within_reach() -> None:
+    """40 s of speech with a short pause (0.26 s, below min_pause_s) at 20 s and a shorter
+    one at 14 s: the cut lands inside the 20 s pause, and no segment exceeds the cap."""
+    frames_per_second = RATE / FRAME
+    pause = (round(20.0 * frames_per_second), round(20.0 * frames_per_second) + 8)
+    short = (round(14.0 * frames_per_second), round(14.0 * frames_per_second) + 3)
+    total = round(45 * frames_per_second)
+    probabilities = speech_frames(total, (10, total - 10))
+    probabilities[pause[0] : pause[1]] = 0.01
+    probabilities[short[0] : short[1]] = 0.01
+    segments = plan_segments(probabilities, FRAME, noise(45.0), RATE, max_segment_seconds=25.0)
+    assert len(segments) == 2
+    assert all(stop - start <= 25 * RATE for start, stop in segments)
+    assert segments[0][1] == segments[1][0]  # contiguous: nothing dropped at a cut
+    assert pause[0] * FRAME <= segments[0][1] <= pause[1] * FRAME
+
+
+def test_long_speech_without_a_pause_is_cut_at_the_quietest_moment() -> None:
+    audio = noise(40.0, seed=3).to_array().copy()
+    audio[int(19.0 * RATE) : int(19.2 * RATE)] *= 0.01  # quiet, but the VAD saw no pause
+    total = -(-audio.size // FRAME)
+    probabilities = speech_frames(total, (0, total))
+    segments = plan_segments(
+        probabilities, FRAME, SampleBlocks([audio]), RATE, max_segment_seconds=25.0
+    )
+    assert len(segments) == 2
+    assert 19.0 * RATE <= segments[0][1] <= 19.2 * RATE
+
+
+def test_segments_do_not_start_or_end_in_digital_silence() -> None:
+    audio = noise(10.0).to_array().copy()
+    audio[: 3 * RATE] = 0.0
+    audio[int(4.5 * RATE) :] = 0.0
+    probabilities = speech_frames(-(-audio.size // FRAME), (round(3 * RATE / FRAME), 140))
+    (segment,) = plan_segments(
+        probabilities, FRAME, SampleBlocks([audio]), RATE, max_segment_seconds=25.0
+    )
+    assert segment == (3 * RATE, int(4.5 * RATE))
+
+
+def test_no_speech_gives_no_segments() -> None:
+    probabilities = np.zeros(400, np.float32)
+    assert plan_segments(probabilities, FRAME, noise(13.0), RATE, max_segment_seconds=25.0) == []
+
+
+def test_capped_transcript_is_its_segments_transcripts_with_absolute_times(
     tmp_path: Path, demo_bundle: Path
 ) -> None:
-    """The demo model on its held-out clips, each padded with silence to 3 s, capped at 4 s
-    per pass: every cut must land in a pause."""
+    """The demo model on its held-out clips separated by 1 s pauses, capped at 4 s per pass:
+    every segment is at most 4 s, its text and word times are those of its audio
+    transcribed alone, shifted to where it lies."""
     demo_audio = sorted((demo_bundle.parent / "audio").glob("heldout_*.wav")) * 2
     pieces: list[np.ndarray] = []
     for path in demo_audio:
         audio, rate = sf.read(path, dtype="float32")
         assert rate == RATE
-        pieces.append(np.pad(audio, (0, 3 * RATE - audio.size)))
+        pieces += [np.zeros(RATE, np.float32), audio]
     long_audio = np.concatenate(pieces)
     whole = Transcriber.from_dir(demo_bundle, threads=1)
     capped = Transcriber.from_dir(capped_bundle(demo_bundle, tmp_path / "capped", 4.0), threads=1)
 
     result = capped.transcribe(long_audio, sample_rate=RATE)
 
-    windows = plan_windows(long_audio, RATE, 4.0)
-    assert len(windows) > 1
-    expected_texts = []
-    for start, stop in windows:
-        part = whole.transcribe(long_audio[start:stop], sample_rate=RATE)
-        expected_texts.append(part.text)
-        shifted = [w.start + start / RATE for w in part.words]
-        in_window = [w.start for w in result.words if start / RATE <= w.start < stop / RATE]
-        assert in_window == pytest.approx(shifted, abs=1e-6)
-    assert result.text == " ".join(t for t in expected_texts if t)
-    # Every cut fell in a pause (the 10 ms either side are silent), none inside a phrase.
-    for _, cut in windows[:-1]:
-        assert np.abs(long_audio[cut - RATE // 100 : cut + RATE // 100]).max() < 1e-3
+    assert len(result.segments) == len(demo_audio)
+    for segment in result.segments:
+        assert 0 < segment.end - segment.start <= 4.0
+        start, stop = round(segment.start * RATE), round(segment.end * RATE)
+        alone = whole.transcribe(long_audio[start:stop], sample_rate=RATE)
+        assert segment.text == alone.text
+        shifted = [w.start + segment.start for w in alone.words]
+        # Word times are rounded to the millisecond.
+        assert [w.start for w in segment.words] == pytest.approx(shifted, abs=1e-3)
+    assert result.text == " ".join(s.text for s in result.segments)
     assert all(0 <= w.start <= w.end <= result.duration for w in result.words)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -55,14 +56,34 @@ class OnnxAcousticModel:
                 f"{io.file} emits {vocab_dim} classes but tokens.txt has {len(bundle.vocabulary)}"
             )
         self._io = io
+        self._has_lengths_output = io.lengths_output in outputs
         self.threads = options.intra_op_num_threads
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
         """features [n_mels, T] float32 → log_probs [T', V] float32 for one utterance."""
-        batch = np.ascontiguousarray(features[None], dtype=np.float32)
-        lengths = np.array([features.shape[1]], dtype=np.int64)
-        log_probs, *_ = self._session.run(
-            [self._io.log_probs_output],
-            {self._io.features_input: batch, self._io.lengths_input: lengths},
+        return self.batch([features])[0]
+
+    def batch(self, features: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Several utterances' features [n_mels, T_i] in one run (zero-padded to the longest,
+        with their lengths: the graphs mask the padding) → log_probs [T'_i, V] each."""
+        if not features:
+            return []
+        longest = max(f.shape[1] for f in features)
+        batch = np.zeros((len(features), features[0].shape[0], longest), dtype=np.float32)
+        for row, item in zip(batch, features, strict=True):
+            row[:, : item.shape[1]] = item
+        lengths = np.array([f.shape[1] for f in features], dtype=np.int64)
+        outputs = [self._io.log_probs_output]
+        if self._has_lengths_output:
+            outputs.append(self._io.lengths_output)
+        log_probs, *rest = self._session.run(
+            outputs, {self._io.features_input: batch, self._io.lengths_input: lengths}
         )
-        return np.asarray(log_probs[0], dtype=np.float32)
+        if rest:
+            valid = [int(n) for n in np.asarray(rest[0]).reshape(-1)]
+        else:  # the frames each utterance fills, by the same subsampling ratio
+            frames = log_probs.shape[1]
+            valid = [min(frames, -(-int(n) * frames // longest)) for n in lengths]
+        return [
+            np.asarray(log_probs[i, : valid[i]], dtype=np.float32) for i in range(len(features))
+        ]

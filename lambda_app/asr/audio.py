@@ -1,8 +1,10 @@
 """Turn uploaded audio (bytes or a file) into mono float32 samples at the model's rate.
 
 libsndfile (through soundfile) decodes WAV, FLAC, OGG Vorbis/Opus and MP3 in process; anything
-it cannot open goes to ffmpeg. Channels are averaged and the result is resampled with
-``resample.resample``.
+it cannot open goes to ffmpeg. Both are read block by block: each block's channels are
+averaged and it is resampled as it arrives (``resample_stream``), so memory holds the mono
+signal at the model's rate, never every channel or the source rate of a long recording.
+``decode_audio_blocks`` keeps the blocks (``pcm.SampleBlocks``); ``decode_audio`` joins them.
 
 Truncation policy: a file cut short decodes to what is there when the decoder can tell
 (WAV whose header claims more data, MP3, anything ffmpeg reads), as recorders that were
@@ -41,15 +43,13 @@ from .errors import (
 )
 from .ffmpeg import ffmpeg_decode
 from .limits import AudioLimits
-from .resample import resample
+from .pcm import SampleBlocks
+from .resample_stream import StreamResampler
 
 Decoder = Literal["soundfile", "ffmpeg"]
 
 # Samples (frames x channels) read per block: 4 MB whatever the channel count.
 _BLOCK_SAMPLES: Final = 1 << 20
-# The declared length is preallocated up to 1 GB (93 min at 48 kHz). np.empty only reserves
-# address space and pages count once written, so a header that lies costs nothing.
-_MAX_PREALLOCATED_FRAMES: Final = 1 << 28
 DEFAULT_LIMITS: Final = AudioLimits()
 
 
@@ -64,6 +64,21 @@ class DecodedAudio:
     @property
     def duration_s(self) -> float:
         return self.samples.size / self.sample_rate
+
+
+@dataclass(frozen=True)
+class DecodedBlocks:
+    """As ``DecodedAudio``, the samples kept in the blocks they were decoded in."""
+
+    blocks: SampleBlocks  # mono float32 at sample_rate
+    sample_rate: int
+    original_sample_rate: int
+    channels: int
+    decoder: Decoder
+
+    @property
+    def duration_s(self) -> float:
+        return self.blocks.size / self.sample_rate
 
 
 def decode_audio(
@@ -83,6 +98,24 @@ def decode_audio(
     passed) and DecoderUnavailable (the format needs ffmpeg, none found).
     A path that does not exist raises FileNotFoundError: that is the caller's bug.
     """
+    decoded = decode_audio_blocks(source, sample_rate, limits=limits, deadline=deadline)
+    return DecodedAudio(
+        samples=decoded.blocks.to_array(),
+        sample_rate=decoded.sample_rate,
+        original_sample_rate=decoded.original_sample_rate,
+        channels=decoded.channels,
+        decoder=decoded.decoder,
+    )
+
+
+def decode_audio_blocks(
+    source: bytes | str | os.PathLike[str],
+    sample_rate: int,
+    *,
+    limits: AudioLimits = DEFAULT_LIMITS,
+    deadline: Deadline | None = None,
+) -> DecodedBlocks:
+    """``decode_audio`` without joining the blocks: for long recordings."""
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     if isinstance(source, bytes):
@@ -98,9 +131,7 @@ def decode_audio(
         with opened:
             samples, rate, channels = _read_soundfile(opened, sample_rate, limits, deadline)
         if samples.size:
-            return _finish(
-                resample(samples, rate, sample_rate), sample_rate, rate, channels, "soundfile"
-            )
+            return _finish(samples, sample_rate, rate, channels, "soundfile")
         # A WAV whose header was never finalised says "0 frames" over real data; ffmpeg
         # reads such files to the end. Anything else without samples is empty.
         try:
@@ -115,18 +146,18 @@ def decode_audio(
 
 
 def _finish(
-    samples: npt.NDArray[np.float32],
+    samples: SampleBlocks,
     sample_rate: int,
     original_sample_rate: int,
     channels: int,
     decoder: Decoder,
-) -> DecodedAudio:
+) -> DecodedBlocks:
     if samples.size == 0:
         raise EmptyAudio("the audio contains no samples")
-    if not np.isfinite(samples).all():
+    if not all(np.isfinite(block).all() for block in samples):
         raise NonFiniteAudio("the audio contains NaN or infinite sample values")
-    return DecodedAudio(
-        samples=samples,
+    return DecodedBlocks(
+        blocks=samples,
         sample_rate=sample_rate,
         original_sample_rate=original_sample_rate,
         channels=channels,
@@ -147,8 +178,9 @@ def _open_soundfile(source: bytes | str | os.PathLike[str]) -> sf.SoundFile | No
 
 def _read_soundfile(
     f: sf.SoundFile, target_rate: int, limits: AudioLimits, deadline: Deadline | None
-) -> tuple[npt.NDArray[np.float32], int, int]:
-    """Read and down-mix block by block: memory is the mono signal, not every channel."""
+) -> tuple[SampleBlocks, int, int]:
+    """Read, down-mix and resample block by block: memory is the mono signal at
+    ``target_rate``, not every channel at the source rate."""
     rate, channels = int(f.samplerate), int(f.channels)
     if rate <= 0 or channels <= 0:
         raise AudioDecodeError(f"the audio header is invalid ({rate} Hz, {channels} channels)")
@@ -161,7 +193,8 @@ def _read_soundfile(
             f"{limits.max_duration_s:g} s"
         )
     block_frames = max(1, _BLOCK_SAMPLES // channels)
-    mono = np.empty(min(declared, _MAX_PREALLOCATED_FRAMES), dtype=np.float32)
+    resampler = StreamResampler(rate, target_rate)
+    mono = SampleBlocks()
     n = 0
     while True:
         if deadline is not None:
@@ -177,16 +210,12 @@ def _read_soundfile(
             break
         if limit is not None and n + block.shape[0] > limit:
             raise AudioTooLong(f"audio is longer than the maximum of {limits.max_duration_s:g} s")
-        if n + block.shape[0] > mono.size:
-            # Longer than declared or preallocated: double.
-            mono = np.concatenate([mono[:n], np.empty(max(n, block_frames), np.float32)])
-        target = mono[n : n + block.shape[0]]
-        if channels == 1:
-            target[:] = block[:, 0]
-        else:
-            np.mean(block, axis=1, dtype=np.float32, out=target)
+        down_mixed = block[:, 0].copy() if channels == 1 else block.mean(axis=1, dtype=np.float32)
+        mono.append(resampler.push(down_mixed))
         n += block.shape[0]
-    return mono[:n], rate, channels
+    if n:
+        mono.append(resampler.finish())
+    return mono, rate, channels
 
 
 def _decode_ffmpeg(
@@ -194,7 +223,7 @@ def _decode_ffmpeg(
     sample_rate: int,
     limits: AudioLimits,
     deadline: Deadline | None,
-) -> tuple[npt.NDArray[np.float32], int, int]:
+) -> tuple[SampleBlocks, int, int]:
     if isinstance(source, bytes):
         # ffmpeg needs a seekable file for MP4 (moov at the end): a private directory that
         # is removed whatever happens, timeout and errors included.
@@ -204,4 +233,4 @@ def _decode_ffmpeg(
             result = ffmpeg_decode(path, sample_rate, limits=limits, deadline=deadline)
     else:
         result = ffmpeg_decode(source, sample_rate, limits=limits, deadline=deadline)
-    return result.samples, result.original_sample_rate, result.channels
+    return result.blocks, result.original_sample_rate, result.channels

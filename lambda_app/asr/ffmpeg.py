@@ -16,7 +16,8 @@ It is treated as a parser of hostile input:
 
 ffmpeg writes a float WAV at the stream's own rate and channel count to a pipe. Its header
 is checked against the caps before any sample is consumed; then the samples are read block
-by block, the channels averaged and the result resampled here, as for libsndfile.
+by block, and each block's channels are averaged and resampled as it arrives, as for
+libsndfile: memory holds the mono signal at the target rate, not ffmpeg's output.
 (ffmpeg's ``-ac 1`` is not an average: it mixes stereo as 0.707·(L+R) and 5.1 louder still.)
 """
 
@@ -48,7 +49,8 @@ from .errors import (
     DecodeTimeout,
 )
 from .limits import AudioLimits, FfmpegLimits
-from .resample import resample
+from .pcm import SampleBlocks
+from .resample_stream import StreamResampler
 
 FFMPEG_ENV: Final = "ASR_FFMPEG_PATH"
 LAYER_PATH: Final = Path("/opt/bin/ffmpeg")
@@ -76,9 +78,13 @@ _DEFAULT_LIMITS: Final = AudioLimits()
 class FfmpegAudio:
     """Mono float32 PCM at the requested rate, and what the decoded stream was."""
 
-    samples: npt.NDArray[np.float32]
+    blocks: SampleBlocks
     original_sample_rate: int
     channels: int
+
+    @property
+    def samples(self) -> npt.NDArray[np.float32]:
+        return self.blocks.to_array()
 
 
 class _NoOutputError(Exception):
@@ -145,7 +151,7 @@ def ffmpeg_decode(
             try:
                 mono, rate, channels = _read_wav_pipe(proc.stdout, sample_rate, limits, output_cap)
             except _NoOutputError:
-                mono, rate, channels = np.zeros(0, np.float32), 0, 0
+                mono, rate, channels = SampleBlocks(), 0, 0
         except BaseException:
             stopper.stop()  # we stopped reading early (caps, errors): nothing more is wanted
             raise
@@ -170,9 +176,7 @@ def ffmpeg_decode(
     # ffmpeg skips corrupt frames and exits 0; only a failure that left nothing is an error.
     if proc.returncode != 0 or rate == 0 or (mono.size == 0 and stderr.strip()):
         raise AudioDecodeError(_error_message(stderr, source, proc.returncode))
-    return FfmpegAudio(
-        samples=resample(mono, rate, sample_rate), original_sample_rate=rate, channels=channels
-    )
+    return FfmpegAudio(blocks=mono, original_sample_rate=rate, channels=channels)
 
 
 def output_byte_cap(limits: AudioLimits) -> int:
@@ -298,8 +302,9 @@ def _read_exactly(pipe: IO[bytes], n: int) -> bytes:
 
 def _read_wav_pipe(
     pipe: IO[bytes], target_rate: int, limits: AudioLimits, output_cap: int
-) -> tuple[npt.NDArray[np.float32], int, int]:
-    """Parse the streamed WAV ffmpeg writes (sizes unknown: read to EOF) and down-mix it.
+) -> tuple[SampleBlocks, int, int]:
+    """Parse the streamed WAV ffmpeg writes (sizes unknown: read to EOF), down-mix and
+    resample it block by block.
 
     The header is checked against ``limits`` before any sample is read.
     """
@@ -325,7 +330,8 @@ def _read_wav_pipe(
 
     limit = limits.max_frames(rate)
     frame_bytes = 4 * channels
-    blocks: list[npt.NDArray[np.float32]] = []
+    resampler = StreamResampler(rate, target_rate)
+    mono = SampleBlocks()
     total = 0
     while True:
         data = pipe.read(max(1, _BLOCK_SAMPLES // channels) * frame_bytes)
@@ -339,11 +345,14 @@ def _read_wav_pipe(
             break
         block = np.frombuffer(data, dtype="<f4", count=frames * channels)
         block = block.reshape(frames, channels)
-        blocks.append(block.mean(axis=1, dtype=np.float32) if channels > 1 else block[:, 0].copy())
         total += frames
         if limit is not None and total > limit:
             raise AudioTooLong(f"audio is longer than the maximum of {limits.max_duration_s:g} s")
-    mono = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+        mono.append(
+            resampler.push(block.mean(axis=1, dtype=np.float32) if channels > 1 else block[:, 0])
+        )
+    if total:
+        mono.append(resampler.finish())
     return mono, int(rate), int(channels)
 
 

@@ -6,37 +6,61 @@ result = transcriber.transcribe(wav_bytes)              # bytes
 result = transcriber.transcribe(samples, sample_rate=8000)  # a numpy array
 result = transcriber.transcribe(data, limits=AudioLimits(max_duration_s=60), deadline=deadline)
 
+Audio up to one model pass long (the bundle's ``max_window_seconds``; 30 s for bundles
+without a cap) is transcribed in one pass, as a whole. Longer audio is a long recording:
+a VAD (``asr.vad``: Silero, or the energy fallback) finds the speech, ``windows.
+plan_segments`` cuts it into segments of at most one pass at pauses, and the segments go
+through the acoustic model in batches of similar lengths; each becomes one
+``Transcript.segments`` entry with absolute times. Decoding is streamed (``audio.
+decode_audio_blocks``), so memory holds the mono signal at the model's rate and one batch's
+features, whatever the file's length, channels or source rate.
+
 ``limits`` caps what is accepted before decoding (``asr.limits``); ``deadline`` is checked
-after decoding and before every window's features and model run, and bounds ffmpeg.
+after decoding, during the VAD, and before every segment's features and every batch's model
+run, and bounds ffmpeg.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
 from .acoustic_model import OnnxAcousticModel
-from .audio import DEFAULT_LIMITS, decode_audio
+from .audio import DEFAULT_LIMITS, decode_audio_blocks
 from .bundle import ModelBundle, load_bundle
-from .ctc import CtcHypothesis, Word, greedy_decode
+from .ctc import Word, greedy_decode
 from .deadline import Deadline
 from .errors import AudioTooLong, EmptyAudio, InvalidRequest, NonFiniteAudio
 from .frontend import make_frontend
 from .limits import AudioLimits
+from .pcm import SampleBlocks
 from .resample import resample
-from .windows import plan_windows
+from .vad import VAD_KINDS, SpeechDetector, VadKind, make_detector
+from .windows import plan_segments
+
+VAD_ENV: Final = "ASR_VAD"
+# One pass at most for bundles without a cap (QuartzNet: linear in length, but a whole hour
+# in one pass would hold an hour of features and activations).
+DEFAULT_MAX_SEGMENT_SECONDS: Final = 30.0
+# A batch holds at most this much padded audio, this many segments, and segments at least
+# this fraction of its longest (padding is wasted work).
+_BATCH_SECONDS: Final = 120.0
+_BATCH_SIZE: Final = 8
+_BATCH_MIN_FILL: Final = 0.75
 
 AudioInput = str | os.PathLike[str] | bytes | bytearray | memoryview | np.ndarray
 
 
 @dataclass(frozen=True)
 class Timings:
-    """Seconds spent per stage of one transcription."""
+    """Seconds spent per stage of one transcription; ``features`` includes the VAD."""
 
     decode: float = 0.0
     features: float = 0.0
@@ -86,14 +110,46 @@ class Transcript:
 
 
 class Transcriber:
-    def __init__(self, bundle: ModelBundle, *, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        *,
+        threads: int | None = None,
+        vad: VadKind | None = None,
+        max_segment_seconds: float | None = None,
+    ) -> None:
+        """``vad``: "auto" (Silero when available), "silero" or "energy"; default
+        ``$ASR_VAD`` or "auto". ``max_segment_seconds`` lowers the bundle's cap on one pass."""
         self.bundle = bundle
         self.frontend = make_frontend(bundle.config.frontend)
         self.model = OnnxAcousticModel(bundle, threads=threads)
+        self.vad_kind = vad or _vad_from_env()
+        if self.vad_kind not in VAD_KINDS:
+            raise ValueError(f"unknown VAD {self.vad_kind!r}; choose one of {VAD_KINDS}")
+        cap = bundle.config.model.max_window_seconds or DEFAULT_MAX_SEGMENT_SECONDS
+        if max_segment_seconds is not None:
+            if max_segment_seconds < 1.0:
+                raise ValueError(f"max_segment_seconds must be >= 1, got {max_segment_seconds}")
+            cap = min(cap, max_segment_seconds)
+        self.max_segment_seconds = cap
+        self._detector: SpeechDetector | None = None
+        self._detector_lock = threading.Lock()
 
     @classmethod
-    def from_dir(cls, path: str | os.PathLike[str], *, threads: int | None = None) -> Transcriber:
-        return cls(load_bundle(Path(path)), threads=threads)
+    def from_dir(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        threads: int | None = None,
+        vad: VadKind | None = None,
+        max_segment_seconds: float | None = None,
+    ) -> Transcriber:
+        return cls(
+            load_bundle(Path(path)),
+            threads=threads,
+            vad=vad,
+            max_segment_seconds=max_segment_seconds,
+        )
 
     @property
     def sample_rate(self) -> int:
@@ -102,6 +158,14 @@ class Transcriber:
     @property
     def model_id(self) -> str:
         return self.bundle.config.model_id
+
+    @property
+    def detector(self) -> SpeechDetector:
+        """The VAD, loaded on the first long recording."""
+        with self._detector_lock:
+            if self._detector is None:
+                self._detector = make_detector(self.vad_kind, self.sample_rate)
+            return self._detector
 
     def transcribe(
         self,
@@ -119,81 +183,96 @@ class Transcriber:
         if max_duration_s is not None:
             limits = replace(limits, max_duration_s=max_duration_s)
         started = time.perf_counter()
-        samples = self._samples(audio, sample_rate, limits, deadline)
-        duration = samples.size / self.sample_rate
-        timings = Timings(decode=time.perf_counter() - started)
-        texts: list[str] = []
-        words: list[Word] = []
+        signal = self._samples(audio, sample_rate, limits, deadline)
+        duration = signal.size / self.sample_rate
+        decoded_at = time.perf_counter()
+        spans = self.plan(signal, deadline)
+        timings = Timings(decode=decoded_at - started, features=time.perf_counter() - decoded_at)
         segments: list[Segment] = []
         recognised = False
-        for start, stop in self._windows(samples):
-            if deadline is not None:
-                deadline.check("transcription")
-            hypothesis, spent = self._recognise(
-                samples[start:stop], start / self.sample_rate, deadline
-            )
-            if hypothesis is None:  # a window shorter than one feature frame
-                continue
-            recognised = True
-            texts.append(hypothesis.text)
-            words.extend(hypothesis.words)
-            if hypothesis.text:
-                segments.append(
-                    Segment(
-                        start=start / self.sample_rate,
-                        end=stop / self.sample_rate,
-                        text=hypothesis.text,
-                        words=hypothesis.words,
-                    )
-                )
+        for batch in _batches(spans, _BATCH_SECONDS * self.sample_rate):
+            results, spent = self._recognise(signal, batch, deadline)
             timings = Timings(
                 decode=timings.decode,
                 features=timings.features + spent.features,
                 model=timings.model + spent.model,
                 ctc=timings.ctc + spent.ctc,
             )
-        if not recognised:
+            recognised = recognised or bool(results)
+            segments.extend(results)
+        if spans and not recognised:
             raise EmptyAudio(f"audio of {duration:.3f} s is too short to transcribe")
+        segments.sort(key=lambda s: s.start)
+        spoken = [s for s in segments if s.text]
         return Transcript(
-            text=" ".join(text for text in texts if text),
-            words=tuple(words),
+            text=" ".join(s.text for s in spoken),
+            words=tuple(word for s in spoken for word in s.words),
             duration=duration,
             model_id=self.model_id,
             timings=timings,
-            segments=tuple(segments),
+            segments=tuple(spoken),
         )
 
-    def _windows(self, samples: np.ndarray) -> list[tuple[int, int]]:
-        cap = self.bundle.config.model.max_window_seconds
-        if cap is None:
-            return [(0, samples.size)]
-        return plan_windows(samples, self.sample_rate, cap)
+    def plan(self, signal: SampleBlocks, deadline: Deadline | None = None) -> list[tuple[int, int]]:
+        """[start, stop) sample ranges to transcribe: the whole of audio up to one pass long,
+        else the VAD's speech segments."""
+        if signal.size <= self.max_segment_seconds * self.sample_rate:
+            return [(0, signal.size)]
+        detector = self.detector
+        probabilities = detector.speech_probabilities(signal, deadline)
+        return plan_segments(
+            probabilities,
+            detector.frame_samples,
+            signal,
+            self.sample_rate,
+            max_segment_seconds=self.max_segment_seconds,
+        )
 
     def _recognise(
-        self, samples: np.ndarray, offset: float, deadline: Deadline | None
-    ) -> tuple[CtcHypothesis | None, Timings]:
-        """Features → acoustic model → greedy CTC for one window starting at ``offset`` s."""
+        self, signal: SampleBlocks, spans: Sequence[tuple[int, int]], deadline: Deadline | None
+    ) -> tuple[list[Segment], Timings]:
+        """Features → acoustic model (one batch) → greedy CTC for ``spans`` of ``signal``.
+        Spans shorter than one feature frame give nothing."""
         started = time.perf_counter()
-        features = self.frontend(samples)
+        features: list[np.ndarray] = []
+        kept: list[tuple[int, int]] = []
+        for start, stop in spans:
+            if deadline is not None:
+                deadline.check("transcription")
+            item = self.frontend(signal.read(start, stop))
+            if item.shape[1]:
+                features.append(item)
+                kept.append((start, stop))
         features_at = time.perf_counter()
-        if features.shape[1] == 0:
-            return None, Timings(features=features_at - started)
+        if not features:
+            return [], Timings(features=features_at - started)
         if deadline is not None:
             deadline.check("transcription")
-        log_probs = self.model(features)
+        log_probs = self.model.batch(features)
+        del features
         model_at = time.perf_counter()
-        hypothesis = greedy_decode(
-            log_probs,
-            self.bundle.vocabulary,
-            self.bundle.config.frame_seconds,
-            time_offset=offset,
-        )
+        segments = []
+        for (start, stop), item in zip(kept, log_probs, strict=True):
+            hypothesis = greedy_decode(
+                item,
+                self.bundle.vocabulary,
+                self.bundle.config.frame_seconds,
+                time_offset=start / self.sample_rate,
+            )
+            segments.append(
+                Segment(
+                    start=start / self.sample_rate,
+                    end=stop / self.sample_rate,
+                    text=hypothesis.text,
+                    words=hypothesis.words,
+                )
+            )
         spent = Timings(
             features=features_at - started,
             model=model_at - features_at,
             ctc=time.perf_counter() - model_at,
         )
-        return hypothesis, spent
+        return segments, spent
 
     def _samples(
         self,
@@ -201,15 +280,17 @@ class Transcriber:
         sample_rate: int | None,
         limits: AudioLimits,
         deadline: Deadline | None,
-    ) -> np.ndarray:
+    ) -> SampleBlocks:
         if isinstance(audio, np.ndarray):
             if sample_rate is None:
                 raise InvalidRequest("samples given as an array need their sample_rate")
-            return self._array_samples(audio, sample_rate, limits)
+            return SampleBlocks([self._array_samples(audio, sample_rate, limits)])
         if sample_rate is not None:
             raise InvalidRequest("sample_rate applies only to arrays; files carry their own")
         source = bytes(audio) if isinstance(audio, bytearray | memoryview) else audio
-        return decode_audio(source, self.sample_rate, limits=limits, deadline=deadline).samples
+        return decode_audio_blocks(
+            source, self.sample_rate, limits=limits, deadline=deadline
+        ).blocks
 
     def _array_samples(
         self, audio: np.ndarray, sample_rate: int, limits: AudioLimits
@@ -239,3 +320,31 @@ class Transcriber:
         if not np.isfinite(samples).all():
             raise NonFiniteAudio("the samples contain NaN or infinite values")
         return resample(samples, sample_rate, self.sample_rate)
+
+
+def _vad_from_env() -> VadKind:
+    configured = os.environ.get(VAD_ENV, "").strip().lower() or "auto"
+    for kind in VAD_KINDS:
+        if configured == kind:
+            return kind
+    raise ValueError(f"{VAD_ENV}={configured!r} is not one of {', '.join(VAD_KINDS)}")
+
+
+def _batches(spans: list[tuple[int, int]], budget: float) -> list[list[tuple[int, int]]]:
+    """Spans grouped for the model, longest first: a batch's padded size (count x its
+    longest) stays within ``budget`` samples, and its members are of similar length."""
+    batches: list[list[tuple[int, int]]] = []
+    for span in sorted(spans, key=lambda s: s[0] - s[1]):
+        length = span[1] - span[0]
+        if batches:
+            batch = batches[-1]
+            longest = batch[0][1] - batch[0][0]
+            if (
+                len(batch) < _BATCH_SIZE
+                and longest * (len(batch) + 1) <= budget
+                and length >= _BATCH_MIN_FILL * longest
+            ):
+                batch.append(span)
+                continue
+        batches.append([span])
+    return batches

@@ -23,6 +23,7 @@ from asr.deadline import Deadline
 from asr.errors import AsrError, InvalidRequest
 from asr.transcribe import Transcriber, Transcript
 
+from . import job_tracking
 from .budget import s3_limits
 from .s3_objects import read_object, write_json
 from .settings import Settings
@@ -127,6 +128,7 @@ def process_record(
     output_bucket = settings.output_bucket or ref.bucket
     output_key = output_key_for(ref.key, settings)
     source = ref.source()
+    job = job_tracking.start(ref.bucket, ref.key, ref.etag, settings)
     started = time.perf_counter()
     try:
         if not ref.bucket or not ref.key:
@@ -140,6 +142,7 @@ def process_record(
         if is_user_error(exc):
             payload = _error_payload(source, exc.code, exc.message, request_id)
             write_json(output_bucket, output_key, payload)
+            job_tracking.failed(job, output_bucket, output_key, exc.code, exc.message)
             return RecordOutcome(ref.bucket, ref.key, "failed", output_key, exc.code)
         if record_internal_errors:
             message = "an internal error occurred; it will be retried"
@@ -157,6 +160,7 @@ def process_record(
             "request_id": request_id,
         },
     )
+    job_tracking.done(job, output_bucket, output_key, transcript)
     return RecordOutcome(ref.bucket, ref.key, "done", output_key, transcript=transcript)
 
 

@@ -20,8 +20,8 @@ class Settings:
     # Decoded request body cap; Lambda's synchronous payload limit is 6 MB.
     max_request_bytes: int = 6_000_000
     max_s3_object_bytes: int = 500_000_000
-    # S3 path until the long-form (VAD segmentation) path lands.
-    max_s3_audio_seconds: float = 900.0
+    # S3 path: long-form (VAD segments); an hour takes ~1.5 min at 1 vCPU (README).
+    max_s3_audio_seconds: float = 3600.0
     output_bucket: str | None = None
     output_prefix: str = "transcripts/"
     # {"s3": ...} API requests may only name keys under input_prefix of input_bucket (the
@@ -43,6 +43,18 @@ class Settings:
     deadline_margin_seconds: float = 2.0
     # API Gateway stops waiting after 29 s (REST; HTTP API: 30 s), whatever the timeout.
     api_timeout_seconds: float = 29.0
+    # Async jobs (asr_service.jobs): their DynamoDB table; None turns POST/GET /jobs off.
+    jobs_table: str | None = None
+    # A job record lives this long (DynamoDB TTL); its result objects are not deleted.
+    job_ttl_seconds: int = 7 * 24 * 3600
+    # Lifetime of the presigned upload form and of the presigned result URLs.
+    job_upload_url_seconds: int = 3600
+    job_result_url_seconds: int = 3600
+    # GET /jobs/{id} returns the result JSON inline up to this size (responses cap at 6 MB).
+    job_inline_result_bytes: int = 256_000
+    # The queue's maxReceiveCount: the delivery that fails internally this many times marks
+    # its job failed (the message then waits in the dead-letter queue). None: never.
+    max_receive_count: int | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -52,7 +64,7 @@ class Settings:
             max_sync_audio_seconds=float(env.get("MAX_SYNC_AUDIO_SECONDS", 60)),
             max_request_bytes=int(env.get("MAX_REQUEST_BYTES", 6_000_000)),
             max_s3_object_bytes=int(env.get("MAX_S3_OBJECT_BYTES", 500_000_000)),
-            max_s3_audio_seconds=float(env.get("MAX_S3_AUDIO_SECONDS", 900)),
+            max_s3_audio_seconds=float(env.get("MAX_S3_AUDIO_SECONDS", 3600)),
             output_bucket=env.get("OUTPUT_BUCKET") or None,
             output_prefix=_as_prefix(env.get("OUTPUT_PREFIX", "transcripts/")),
             input_bucket=env.get("INPUT_BUCKET") or None,
@@ -66,6 +78,12 @@ class Settings:
             ffmpeg_memory_mb=int(env.get("FFMPEG_MEMORY_MB", 512)),
             deadline_margin_seconds=float(env.get("DEADLINE_MARGIN_SECONDS", 2)),
             api_timeout_seconds=float(env.get("API_TIMEOUT_SECONDS", 29)),
+            jobs_table=env.get("JOBS_TABLE", "").strip() or None,
+            job_ttl_seconds=int(env.get("JOB_TTL_SECONDS", 7 * 24 * 3600)),
+            job_upload_url_seconds=int(env.get("JOB_UPLOAD_URL_SECONDS", 3600)),
+            job_result_url_seconds=int(env.get("JOB_RESULT_URL_SECONDS", 3600)),
+            job_inline_result_bytes=int(env.get("JOB_INLINE_RESULT_BYTES", 256_000)),
+            max_receive_count=int(env.get("MAX_RECEIVE_COUNT") or 0) or None,
         )
 
 

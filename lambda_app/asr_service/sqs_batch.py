@@ -53,6 +53,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from . import job_tracking
 from .budget import invocation_deadline
 from .s3_events import (
     ObjectRef,
@@ -243,15 +244,25 @@ def _handle_s3_record(
         raise
     except DeadlineExceeded as exc:
         logger.warning("S3 object not finished: retried", extra={**log_keys, "reason": exc.message})
+        _after_failure(ref, batch, log_keys, exc)
         raise
-    except Exception:
+    except Exception as exc:
         logger.exception("S3 object failed internally: SQS retries the message", extra=log_keys)
+        _after_failure(ref, batch, log_keys, exc)
         raise
     if summary.get("replayed"):
         logger.info("duplicate delivery: stored outcome returned", extra={**log_keys, **summary})
     else:
         logger.info("S3 object processed", extra={**log_keys, **summary})
     return summary
+
+
+def _after_failure(
+    ref: ObjectRef, batch: _Batch, log_keys: dict[str, Any], exc: BaseException
+) -> None:
+    """A job whose upload failed on the queue's last delivery is marked failed."""
+    receive_count = int(log_keys.get("receive_count") or 0)
+    job_tracking.after_internal_failure(ref.bucket, ref.key, batch.settings, receive_count, exc)
 
 
 def _identity(ref: ObjectRef, settings: Settings) -> dict[str, Any]:
