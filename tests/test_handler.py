@@ -21,9 +21,10 @@ from asr_service import model_cache
 from asr_service.settings import Settings
 from moto import mock_aws
 
-from tests.conftest import speech_dir
+from tests.conftest import REPO, speech_dir
 
 INPUT, OUTPUT = "asr-input", "asr-output"
+REPO_DEMO_AUDIO = REPO / "demo" / "audio"
 
 
 class FakeContext:
@@ -361,6 +362,43 @@ def test_s3_event_writes_one_result_per_object(handler: Any, clip: Path, tiny_bu
     assert missing["error"]["code"] == "s3_object_not_found"
     listed = s3.list_objects_v2(Bucket=OUTPUT)["Contents"]
     assert len(listed) == 3
+
+
+def test_s3_output_formats_from_the_configuration(
+    handler: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import srt  # type: ignore[import-untyped]  # no stubs or py.typed
+    import webvtt
+
+    clip = REPO_DEMO_AUDIO / "heldout_01.wav"
+    configured = replace(handler.settings, s3_output_formats=("srt", "vtt", "text", "json"))
+    monkeypatch.setattr(handler, "settings", configured)
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=INPUT, Key="uploads/a.wav", Body=clip.read_bytes())
+    s3.put_object(Bucket=INPUT, Key="uploads/bad.wav", Body=b"not audio at all" * 20)
+    handler.lambda_handler(s3_event(INPUT, "uploads/a.wav", "uploads/bad.wav"), FakeContext())
+
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=OUTPUT)["Contents"])
+    stem = "transcripts/uploads/a.wav"
+    # A failed input gets its error record only; a done one its JSON plus each format.
+    assert keys == [
+        f"{stem}.json",
+        f"{stem}.srt",
+        f"{stem}.txt",
+        f"{stem}.vtt",
+        "transcripts/uploads/bad.wav.json",
+    ]
+    result = read_result(f"{stem}.json")["transcript"]
+
+    def body(key: str) -> str:
+        return str(s3.get_object(Bucket=OUTPUT, Key=key)["Body"].read().decode("utf-8"))
+
+    assert body(f"{stem}.txt").strip() == result["text"]
+    cues = list(srt.parse(body(f"{stem}.srt"), ignore_errors=False))
+    assert " ".join(c.content.replace("\n", " ") for c in cues) == result["text"]
+    assert cues[0].start.total_seconds() == pytest.approx(result["words"][0]["start"], abs=2e-3)
+    vtt = webvtt.from_buffer(io.StringIO(body(f"{stem}.vtt")), strict=True).captions
+    assert " ".join(c.text.replace("\n", " ") for c in vtt) == result["text"]
 
 
 def test_s3_outputs_never_retrigger(handler: Any, monkeypatch: pytest.MonkeyPatch) -> None:

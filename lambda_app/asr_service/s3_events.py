@@ -21,11 +21,12 @@ from urllib.parse import unquote_plus
 
 from asr.deadline import Deadline
 from asr.errors import AsrError, InvalidRequest
+from asr.formats import render
 from asr.transcribe import Transcriber, Transcript
 
 from . import job_tracking
 from .budget import s3_limits
-from .s3_objects import read_object, write_json
+from .s3_objects import read_object, s3_client, write_json
 from .settings import Settings
 
 RESULT_SUFFIX = ".json"
@@ -160,8 +161,29 @@ def process_record(
             "request_id": request_id,
         },
     )
+    write_configured_formats(output_bucket, output_key, transcript, settings)
     job_tracking.done(job, output_bucket, output_key, transcript)
     return RecordOutcome(ref.bucket, ref.key, "done", output_key, transcript=transcript)
+
+
+def write_configured_formats(
+    output_bucket: str, output_key: str, transcript: Transcript, settings: Settings
+) -> list[str]:
+    """``S3_OUTPUT_FORMATS`` next to the JSON result: ``<key>.srt``, ``.vtt``, ``.txt``."""
+    written = []
+    for name in dict.fromkeys(settings.s3_output_formats):
+        if name == "json":
+            continue  # the result object itself
+        key = job_tracking.format_key_for(output_key, name)
+        rendered = render(transcript, name)
+        s3_client().put_object(
+            Bucket=output_bucket,
+            Key=key,
+            Body=rendered.body.encode("utf-8"),
+            ContentType=rendered.content_type,
+        )
+        written.append(key)
+    return written
 
 
 def _error_payload(

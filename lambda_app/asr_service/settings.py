@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from asr.formats import parse_format
+
 # Where the model layer puts the bundle (layer contents land under /opt).
 LAYER_MODEL_DIR = Path("/opt/model")
 # Where a bundle fetched from MODEL_S3_URI is kept (Lambda's /tmp: ephemeral storage).
@@ -28,6 +30,9 @@ class Settings:
     # function's role can read nothing else); None: any bucket (local runs and tests).
     input_bucket: str | None = None
     input_prefix: str = ""
+    # Formats written next to every S3 result's JSON (<key>.srt, .vtt, .txt), besides a
+    # job's own requested format: S3_OUTPUT_FORMATS="srt,vtt".
+    s3_output_formats: tuple[str, ...] = ()
     # s3://bucket/prefix/ of a bundle too big for the zip: fetched into model_cache_dir at
     # init and used instead of model_dir.
     model_s3_uri: str | None = None
@@ -69,6 +74,10 @@ class Settings:
             output_prefix=_as_prefix(env.get("OUTPUT_PREFIX", "transcripts/")),
             input_bucket=env.get("INPUT_BUCKET") or None,
             input_prefix=_as_prefix(env.get("INPUT_PREFIX", "")),
+            # An unknown name fails the init loudly (a deployment error, not a user's).
+            s3_output_formats=tuple(
+                parse_format(f) for f in env.get("S3_OUTPUT_FORMATS", "").split(",") if f.strip()
+            ),
             model_s3_uri=env.get("MODEL_S3_URI", "").strip() or None,
             model_cache_dir=Path(env.get("MODEL_CACHE_DIR") or DEFAULT_MODEL_CACHE_DIR),
             max_audio_channels=int(env.get("MAX_AUDIO_CHANNELS", 6)),
