@@ -47,15 +47,12 @@ import torch  # noqa: E402
 from asr.resample import resample  # noqa: E402
 
 from bench.conformer_int8 import CHAR_TOKENS, v3_spec  # noqa: E402
-from export.checkpoint import load_checkpoint, load_quartznet  # noqa: E402
+from bench.quartznet_shape import SPEED_ONLY, export_quartznet15x5, random_quartznet15x5  # noqa: E402
 from export.clips import file_clips  # noqa: E402
 from export.conformer import ConformerCTC  # noqa: E402
-from export.nemo_config import quartznet15x5_blocks  # noqa: E402
 from export.onnx_export import export_onnx  # noqa: E402
 from export.onnx_import import describe_graph  # noqa: E402
-from export.pipeline import ExportOptions, export_bundle, export_onnx_bundle  # noqa: E402
-from export.verify import Thresholds  # noqa: E402
-from tests.conftest import write_random_quartznet  # noqa: E402
+from export.pipeline import ExportOptions, export_onnx_bundle  # noqa: E402
 
 CHILD = """
 import json, os, sys, time
@@ -146,18 +143,8 @@ def build_recording(path: Path, minutes: float, seed: int = 0) -> int:
 
 
 def build_quartznet(out: Path) -> None:
-    nemo = write_random_quartznet(out.parent / "q15x5.nemo", quartznet15x5_blocks())
-    export_bundle(
-        load_quartznet(load_checkpoint(nemo)),
-        out,
-        file_clips([SPEECH / "ru" / "golos_03.wav"], RATE),
-        ExportOptions(
-            model_id="q15x5-int8",
-            precision="int8",
-            thresholds=Thresholds(min_int8_token_agreement=0.0, max_int8_cer_vs_fp32=1.0),
-        ),
-        step=lambda m: None,
-    )
+    nemo = random_quartznet15x5(out.parent / "q15x5.nemo")
+    export_quartznet15x5(nemo, out, "int8", SPEECH / "ru" / "golos_03.wav")
     nemo.unlink()
 
 
@@ -172,7 +159,7 @@ def build_gigaam(out: Path) -> None:
     options = ExportOptions(
         model_id="v3-shape-int8",
         precision="int8",
-        thresholds=Thresholds(min_int8_token_agreement=0.0, max_int8_cer_vs_fp32=1.0),
+        thresholds=SPEED_ONLY,
     )
     export_onnx_bundle(
         fp32,

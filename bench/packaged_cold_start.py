@@ -30,15 +30,10 @@ for _path in (REPO, REPO / "lambda_app"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from export.checkpoint import load_checkpoint, load_quartznet  # noqa: E402
-from export.clips import file_clips  # noqa: E402
-from export.nemo_config import quartznet15x5_blocks  # noqa: E402
-from export.pipeline import ExportOptions, export_bundle  # noqa: E402
-from export.verify import Thresholds  # noqa: E402
+from bench.quartznet_shape import export_quartznet15x5, random_quartznet15x5  # noqa: E402
 from local import EVENTS_DIR  # noqa: E402
 from local import lambda_sandbox as sandbox  # noqa: E402
 from local.events import Fill, fill_event, load_event  # noqa: E402
-from tests.conftest import write_random_quartznet  # noqa: E402
 from tests.sam_artifact import built, python312  # noqa: E402
 
 CLIP = REPO.parent / "shared" / "data" / "speech" / "ru" / "golos_03.wav"
@@ -48,20 +43,8 @@ PHASES = ("process_start_s", "imports_s", "handler_init_s", "health_s", "first_c
 def quartznet15x5_bundle(work: Path, precision: str) -> Path:
     nemo = work / "q15x5.nemo"
     if not nemo.exists():
-        write_random_quartznet(nemo, quartznet15x5_blocks())
-    bundle = work / f"q15x5-{precision}"
-    export_bundle(
-        load_quartznet(load_checkpoint(nemo)),
-        bundle,
-        file_clips([CLIP], 16000),
-        ExportOptions(
-            model_id=f"q15x5-{precision}",
-            precision=precision,
-            thresholds=Thresholds(min_int8_token_agreement=0.0, max_int8_cer_vs_fp32=1.0),
-        ),
-        step=lambda message: None,
-    )
-    return bundle
+        random_quartznet15x5(nemo)
+    return export_quartznet15x5(nemo, work / f"q15x5-{precision}", precision, CLIP)
 
 
 def one_cold_start(function: sandbox.BuiltFunction, bundle: Path, work: Path) -> dict[str, Any]:

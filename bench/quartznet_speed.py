@@ -29,12 +29,7 @@ sys.path.insert(0, str(REPO))
 from asr.bundle import load_bundle  # noqa: E402
 from asr.transcribe import Transcriber  # noqa: E402
 
-from export.checkpoint import load_checkpoint, load_quartznet  # noqa: E402
-from export.clips import file_clips  # noqa: E402
-from export.nemo_config import quartznet15x5_blocks  # noqa: E402
-from export.pipeline import ExportOptions, export_bundle  # noqa: E402
-from export.verify import Thresholds  # noqa: E402
-from tests.conftest import write_random_quartznet  # noqa: E402
+from bench.quartznet_shape import export_quartznet15x5, random_quartznet15x5  # noqa: E402
 
 COLD_START = """
 import time, sys
@@ -105,20 +100,9 @@ def main() -> None:
         "rows": [],
     }
     with tempfile.TemporaryDirectory() as tmp:
-        nemo = write_random_quartznet(Path(tmp) / "q15x5.nemo", quartznet15x5_blocks())
+        nemo = random_quartznet15x5(Path(tmp) / "q15x5.nemo")
         for precision in ("fp32", "int8"):
-            bundle = Path(tmp) / precision
-            export_bundle(
-                load_quartznet(load_checkpoint(nemo)),
-                bundle,
-                file_clips([clip], 16000),
-                ExportOptions(
-                    model_id=f"q15x5-{precision}",
-                    precision=precision,
-                    thresholds=Thresholds(min_int8_token_agreement=0.0, max_int8_cer_vs_fp32=1.0),
-                ),
-                step=lambda m: None,
-            )
+            bundle = export_quartznet15x5(nemo, Path(tmp) / precision, precision, clip)
             size_mb = (bundle / "model.onnx").stat().st_size / 1e6
             for threads in (1, 2):
                 row = {

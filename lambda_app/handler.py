@@ -14,7 +14,15 @@ from typing import Any
 from asr.errors import AsrError, AudioTooLong
 from asr.formats import render, transcript_document
 from asr.transcribe import Transcriber
-from asr_service import jobs, model_cache, openai_route, s3_objects, snapstart, sqs_batch
+from asr_service import (
+    job_store,
+    jobs,
+    model_cache,
+    openai_route,
+    s3_objects,
+    snapstart,
+    sqs_batch,
+)
 from asr_service.api_request import audio_from_request
 from asr_service.budget import api_deadline, api_limits, invocation_deadline
 from asr_service.observability import (
@@ -55,6 +63,8 @@ def _drop_connections() -> None:
     """After a SnapStart restore: clients made before the snapshot hold stale connections."""
     s3_objects.s3_client.cache_clear()
     sqs_batch.persistence_layer.cache_clear()
+    job_store.dynamodb_client.cache_clear()
+    jobs.presign_client.cache_clear()
 
 
 # Load the model during init when it ships with the function: SnapStart snapshots it loaded,
@@ -101,7 +111,8 @@ def _register_routes(app: ApiGatewayResolver) -> None:
         rendered = render(transcript, output)
         return Response(200, rendered.content_type, rendered.body, {"x-request-id": request_id})
 
-    openai_route.register(app, settings, _transcriber)
+    # Settings are read per request (tests replace handler.settings after import).
+    openai_route.register(app, lambda: settings, _transcriber)
     jobs.register(app, lambda: settings)
 
     @app.get("/health")

@@ -209,19 +209,7 @@ class World:
 
     def notify(self, queue_arn: str) -> None:
         """Notify ``queue_arn`` of objects created under WATCHED in the input bucket."""
-        rules = [{"Name": "prefix", "Value": WATCHED}]
-        self.s3.put_bucket_notification_configuration(
-            Bucket=INPUT,
-            NotificationConfiguration={
-                "QueueConfigurations": [
-                    {
-                        "QueueArn": queue_arn,
-                        "Events": ["s3:ObjectCreated:*"],
-                        "Filter": {"Key": {"FilterRules": rules}},
-                    }
-                ]
-            },
-        )
+        notify_on_created(self.s3, INPUT, WATCHED, queue_arn)
 
     def receive_all(self, queue_url: str) -> list[dict[str, Any]]:
         received: list[dict[str, Any]] = []
@@ -242,6 +230,23 @@ class World:
     def idempotency_items(self) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self.dynamodb.scan(TableName=TABLE)["Items"]
         return items
+
+
+def notify_on_created(s3: Any, bucket: str, prefix: str, queue_arn: str) -> None:
+    """The template's bucket notification: objects created under ``prefix`` → the queue."""
+    rules = [{"Name": "prefix", "Value": prefix}]
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "QueueArn": queue_arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": rules}},
+                }
+            ]
+        },
+    )
 
 
 def create_queue(sqs: Any, name: str) -> tuple[str, str, str]:

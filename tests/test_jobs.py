@@ -41,6 +41,7 @@ from tests.test_at_least_once import (
     Poller,
     create_idempotency_table,
     create_queue,
+    notify_on_created,
 )
 
 REGION = "us-east-1"
@@ -216,10 +217,9 @@ def create_jobs_table(dynamodb: Any) -> None:
 
 
 def _clear_clients() -> None:
-    s3_objects.s3_client.cache_clear()
-    sqs_batch.persistence_layer.cache_clear()
-    job_store.dynamodb_client.cache_clear()
-    jobs.presign_client.cache_clear()
+    import handler
+
+    handler._drop_connections()  # every cached AWS client, as after a SnapStart restore
     model_cache.reset()
 
 
@@ -261,19 +261,7 @@ def world(demo_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]
             create_idempotency_table(dynamodb)
             create_jobs_table(dynamodb)
             url, arn, dlq_url = create_queue(sqs, "asr-jobs-events")
-            rules = [{"Name": "prefix", "Value": INPUT_PREFIX}]
-            s3.put_bucket_notification_configuration(
-                Bucket=INPUT,
-                NotificationConfiguration={
-                    "QueueConfigurations": [
-                        {
-                            "QueueArn": arn,
-                            "Events": ["s3:ObjectCreated:*"],
-                            "Filter": {"Key": {"FilterRules": rules}},
-                        }
-                    ]
-                },
-            )
+            notify_on_created(s3, INPUT, INPUT_PREFIX, arn)
             # The s3:TestEvent that configuring the notification sent (tests count messages).
             Poller(sqs, url, arn, module.lambda_handler).invoke(
                 Poller(sqs, url, arn, module.lambda_handler).receive_exactly(1)

@@ -72,13 +72,15 @@ class UnsupportedLanguage(OpenAIRequestError):
 
 
 def register(
-    app: ApiGatewayResolver, settings: Settings, transcriber: Callable[[], Transcriber]
+    app: ApiGatewayResolver,
+    current_settings: Callable[[], Settings],
+    transcriber: Callable[[], Transcriber],
 ) -> None:
     @app.post(ROUTE)
     def openai_transcriptions() -> Response[str]:
         request_id = app.lambda_context.aws_request_id
         try:
-            return _transcriptions(app, settings, transcriber, request_id)
+            return _transcriptions(app, current_settings(), transcriber, request_id)
         except AsrError as exc:
             return openai_error(exc, request_id)
 
