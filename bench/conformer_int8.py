@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-import soundfile as sf
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,16 +33,11 @@ sys.path.insert(0, str(REPO / "lambda_app"))
 
 from asr.config import GigaamMelConfig  # noqa: E402
 from asr.frontend import make_frontend  # noqa: E402
-from asr.resample import resample  # noqa: E402
 
-from bench.quartznet_speed import cold_start  # noqa: E402
-from export.clips import file_clips  # noqa: E402
+from bench.common import machine, real_speech  # noqa: E402
 from export.conformer import ConformerCTC, ConformerSpec  # noqa: E402
 from export.onnx_export import export_onnx  # noqa: E402
-from export.onnx_import import describe_graph  # noqa: E402
-from export.pipeline import ExportOptions, export_onnx_bundle  # noqa: E402
-from export.quantize import CONFORMER_SCHEME, SCHEMES, quantize  # noqa: E402
-from export.verify import Thresholds  # noqa: E402
+from export.quantize import SCHEMES, quantize  # noqa: E402
 
 V3_FRONTEND = GigaamMelConfig(n_fft=320, win_length=320, center=False, bf16_buffers=True)
 
@@ -54,19 +48,6 @@ def v3_spec(layers: int) -> ConformerSpec:
         conv_kernel_size=5, conv_norm="layer_norm", attention="rotary",
         subsampling="conv1d", subsampling_factor=4, subsampling_kernel=5,
     )  # fmt: skip
-
-
-def speech(seconds: float) -> np.ndarray:
-    """Real Russian speech, clips concatenated (0.3 s gaps) to ``seconds`` at 16 kHz."""
-    pieces: list[np.ndarray] = []
-    total = 0
-    paths = sorted((SPEECH / "ru").glob("*.wav"))
-    while total < seconds * 16000:
-        for path in paths:
-            audio, rate = sf.read(path, dtype="float32", always_2d=True)
-            pieces += [resample(audio.mean(axis=1), rate, 16000), np.zeros(4800, np.float32)]
-            total += pieces[-2].size + 4800
-    return np.concatenate(pieces)[: int(seconds * 16000)]
 
 
 def session(path: Path, threads: int) -> ort.InferenceSession:
@@ -108,19 +89,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--schemes", nargs="*", default=list(SCHEMES))
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/conformer_int8.json")
-    parser.add_argument(
-        "--first-request-only",
-        action="store_true",
-        help="re-measure only the bundles' first request, into the existing --out report",
-    )
     args = parser.parse_args()
-    if args.first_request_only:
-        refresh_first_request(args)
-        return
 
-    audio = speech(args.seconds)
+    audio = real_speech(args.seconds)
     features = make_frontend(V3_FRONTEND)(audio)
-    calibration = [make_frontend(V3_FRONTEND)(speech(5.0))]
+    calibration = [make_frontend(V3_FRONTEND)(real_speech(5.0))]
     torch.manual_seed(0)
     model = ConformerCTC(v3_spec(args.layers)).eval()
     parameters = sum(p.numel() for p in model.parameters())
@@ -145,69 +118,20 @@ def main() -> None:
             rows[name] = row
             print(name, row, flush=True)
             int8.unlink()
-        bundles = first_request(fp32, Path(tmp))
     report = {
         "shape": f"GigaAM v3 CTC ({args.layers} layers, d_model 768), random weights",
         "parameters": parameters,
         "audio_seconds": args.seconds,
         "machine": platform.processor() or platform.machine(),
-        "cpu_flags": _cpu_flags(),
+        "cpu_flags": machine()["cpu_flags"],
         "onnxruntime": ort.__version__,
         "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d"),
         "results": rows,
-        "bundles": bundles,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(_table(rows))
-
-
-def refresh_first_request(args: argparse.Namespace) -> None:
-    report = json.loads(args.out.read_text())
-    torch.manual_seed(0)
-    model = ConformerCTC(v3_spec(args.layers)).eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32 = Path(tmp) / "fp32.onnx"
-        export_onnx(model, fp32, n_mels=64)
-        del model
-        report["bundles"] = first_request(fp32, Path(tmp))
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-
-
-def first_request(fp32: Path, workdir: Path) -> dict[str, dict[str, Any]]:
-    """fp32 and default-int8 bundles of the graph: size and first request in a fresh
-    process (imports, bundle load, a 5 s clip), as a cold Lambda would run them."""
-    tokens = workdir / "tokens.txt"
-    tokens.write_text("".join(f"{t} {i}\n" for i, t in enumerate(CHAR_TOKENS)), "utf-8")
-    description = describe_graph(tokens, "gigaam-v3")
-    clip = sorted((SPEECH / "ru").glob("*.wav"))[0]
-    gate_off = Thresholds(min_int8_token_agreement=0.0, max_int8_cer_vs_fp32=1.0)
-    results: dict[str, dict[str, Any]] = {}
-    for precision in ("fp32", "int8"):
-        out = workdir / f"bundle-{precision}"
-        options = ExportOptions(model_id=f"v3-shape-{precision}", thresholds=gate_off,
-                                precision=precision)  # fmt: skip
-        export_onnx_bundle(
-            fp32, description, out, file_clips([clip], 16000), options, step=lambda m: None
-        )
-        row: dict[str, Any] = {"model_mb": round((out / "model.onnx").stat().st_size / 1e6, 1)}
-        row |= {k: round(v, 2) for k, v in cold_start(out, clip).items()}
-        results[precision if precision == "fp32" else CONFORMER_SCHEME.name] = row
-        print(precision, row, flush=True)
-    return results
-
-
-CHAR_TOKENS = ["▁", *(chr(c) for c in range(ord("а"), ord("я") + 1) if chr(c) != "ё"), "<blk>"]
-
-
-def _cpu_flags() -> list[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    wanted = {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"}
-    return sorted(wanted & set(text.split()))
 
 
 def _table(rows: dict[str, dict[str, Any]]) -> str:

@@ -8,9 +8,7 @@ separated by pauses of 0.3-3 s (digital silence, some holding low white noise), 
 -50 dBFS background noise throughout, as a 16 kHz 16-bit WAV (115 MB for an hour).
 
 Bundles (random weights: speed and memory only, the transcripts are noise): the
-QuartzNet15x5 shape, int8 (``bench/quartznet_speed.py``'s build), and the GigaAM v3 CTC
-shape, int8 with the Conformer default scheme (``bench/conformer_int8.py``'s model). They
-are built once into ``--work`` and reused.
+QuartzNet15x5 and GigaAM v3 CTC shapes, int8, from ``bench/models.py`` (built once, cached).
 
 Every measurement runs in a fresh process pinned to one CPU, as a 1,769 MB Lambda has one
 vCPU: the ``transcriber`` path calls ``Transcriber.transcribe(path)``; the ``s3`` path runs
@@ -43,16 +41,9 @@ RATE = 16000
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "lambda_app"))
 
-import torch  # noqa: E402
 from asr.resample import resample  # noqa: E402
 
-from bench.conformer_int8 import CHAR_TOKENS, v3_spec  # noqa: E402
-from bench.quartznet_shape import SPEED_ONLY, export_quartznet15x5, random_quartznet15x5  # noqa: E402
-from export.clips import file_clips  # noqa: E402
-from export.conformer import ConformerCTC  # noqa: E402
-from export.onnx_export import export_onnx  # noqa: E402
-from export.onnx_import import describe_graph  # noqa: E402
-from export.pipeline import ExportOptions, export_onnx_bundle  # noqa: E402
+from bench.models import Family, shape_bundle  # noqa: E402
 
 CHILD = """
 import json, os, sys, time
@@ -142,39 +133,7 @@ def build_recording(path: Path, minutes: float, seed: int = 0) -> int:
     return placed
 
 
-def build_quartznet(out: Path) -> None:
-    nemo = random_quartznet15x5(out.parent / "q15x5.nemo")
-    export_quartznet15x5(nemo, out, "int8", SPEECH / "ru" / "golos_03.wav")
-    nemo.unlink()
-
-
-def build_gigaam(out: Path) -> None:
-    torch.manual_seed(0)
-    model = ConformerCTC(v3_spec(16)).eval()
-    fp32 = out.parent / "v3-fp32.onnx"
-    export_onnx(model, fp32, n_mels=64)
-    del model
-    tokens = out.parent / "tokens.txt"
-    tokens.write_text("".join(f"{t} {i}\n" for i, t in enumerate(CHAR_TOKENS)), "utf-8")
-    options = ExportOptions(
-        model_id="v3-shape-int8",
-        precision="int8",
-        thresholds=SPEED_ONLY,
-    )
-    export_onnx_bundle(
-        fp32,
-        describe_graph(tokens, "gigaam-v3"),
-        out,
-        file_clips([SPEECH / "ru" / "golos_03.wav"], RATE),
-        options,
-        step=lambda m: None,
-    )
-    fp32.unlink()
-    for leftover in out.parent.glob("v3-fp32.onnx*"):
-        leftover.unlink()
-
-
-BUILDERS = {"quartznet": build_quartznet, "gigaam": build_gigaam}
+MODELS: dict[str, Family] = {"quartznet": "quartznet15x5", "gigaam": "gigaam_v3"}
 LABELS = {"quartznet": "QuartzNet15x5 shape, int8", "gigaam": "GigaAM v3 CTC shape, int8"}
 
 
@@ -196,7 +155,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--work", type=Path, default=REPO / ".cache" / "long_form")
-    parser.add_argument("--models", nargs="*", default=list(BUILDERS), choices=list(BUILDERS))
+    parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--paths", nargs="*", default=["transcriber", "s3"])
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/long_form.json")
     args = parser.parse_args()
@@ -233,10 +192,7 @@ def main() -> None:
             if not (row["model"] in args.models and row["path"] in args.paths)
         ]
     for model in args.models:
-        bundle = args.work / model
-        if not (bundle / "config.json").is_file():
-            print(f"building the {LABELS[model]} bundle ...", flush=True)
-            BUILDERS[model](bundle)
+        bundle = shape_bundle(MODELS[model], "int8")
         for mode in args.paths:
             print(f"{model} / {mode} ...", flush=True)
             result = measure(recording, bundle, mode)

@@ -30,7 +30,7 @@ for _path in (REPO, REPO / "lambda_app"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from bench.quartznet_shape import export_quartznet15x5, random_quartznet15x5  # noqa: E402
+from bench.models import shape_bundle  # noqa: E402
 from local import EVENTS_DIR  # noqa: E402
 from local import lambda_sandbox as sandbox  # noqa: E402
 from local.events import Fill, fill_event, load_event  # noqa: E402
@@ -38,13 +38,6 @@ from tests.sam_artifact import built, python312  # noqa: E402
 
 CLIP = REPO.parent / "shared" / "data" / "speech" / "ru" / "golos_03.wav"
 PHASES = ("process_start_s", "imports_s", "handler_init_s", "health_s", "first_clip_s")
-
-
-def quartznet15x5_bundle(work: Path, precision: str) -> Path:
-    nemo = work / "q15x5.nemo"
-    if not nemo.exists():
-        random_quartznet15x5(nemo)
-    return export_quartznet15x5(nemo, work / f"q15x5-{precision}", precision, CLIP)
 
 
 def one_cold_start(function: sandbox.BuiltFunction, bundle: Path, work: Path) -> dict[str, Any]:
@@ -94,8 +87,8 @@ def main() -> None:
         work = Path(tmp)
         bundles = {
             "demo (int8, 0.74 MB)": REPO / "demo" / "bundle",
-            "QuartzNet15x5 shape, fp32": quartznet15x5_bundle(work, "fp32"),
-            "QuartzNet15x5 shape, int8": quartznet15x5_bundle(work, "int8"),
+            "QuartzNet15x5 shape, fp32": shape_bundle("quartznet15x5", "fp32"),
+            "QuartzNet15x5 shape, int8": shape_bundle("quartznet15x5", "int8"),
         }
         for name, bundle in bundles.items():
             runs = [one_cold_start(function, bundle, work) for _ in range(args.repeats)]

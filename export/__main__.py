@@ -8,6 +8,7 @@ python -m export gigaam finetuned.ckpt --base v3_ctc.ckpt --out bundles/mine
 python -m export onnx v3_ctc.onnx --gigaam-cfg v3_ctc.yaml --out bundles/gigaam-v3-onnx
 python -m export onnx model.onnx --tokens tokens.txt --frontend nemo-fastconformer --out b/
 python -m export download stt_ru_quartznet15x5 --dest checkpoints/ --accept-unverified
+python -m export eval dev.jsonl --checkpoint model.nemo --bundle b/fp32 --bundle b/int8
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from tqdm import tqdm
 from .checkpoint import load_checkpoint, load_quartznet
 from .clips import file_clips, manifest_clips, synthetic_clips
 from .download import REGISTRY, DownloadError, download
+from .eval_cli import add_arguments as add_eval_arguments
+from .eval_cli import run as run_eval
 from .gigaam import download_gigaam, load_gigaam
 from .nemo_config import NemoStft
 from .nemo_conformer import load_nemo_conformer
@@ -37,6 +40,8 @@ from .verify import Thresholds
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "eval":
+        return run_eval(args)
     try:
         if args.command == "download":
             path = _download(args.name, args.dest, args.sha256, args.accept_unverified)
@@ -206,6 +211,11 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("name", choices=sorted(REGISTRY))
     fetch.add_argument("--dest", type=Path, default=Path("checkpoints"))
     _download_options(fetch)
+
+    evaluation = commands.add_parser(
+        "eval", help="WER/CER of bundles (and the PyTorch original) on a manifest or folder"
+    )
+    add_eval_arguments(evaluation)
     return parser
 
 

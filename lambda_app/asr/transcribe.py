@@ -80,6 +80,7 @@ class Segment:
     end: float
     text: str
     words: tuple[Word, ...]
+    token_ids: tuple[int, ...] = ()  # greedy CTC output (evaluation compares systems by it)
 
 
 @dataclass(frozen=True)
@@ -265,6 +266,7 @@ class Transcriber:
                     end=stop / self.sample_rate,
                     text=hypothesis.text,
                     words=hypothesis.words,
+                    token_ids=hypothesis.token_ids,
                 )
             )
         spent = Timings(
