@@ -19,26 +19,16 @@ from __future__ import annotations
 import json
 import statistics
 import tempfile
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import onnx_asr
 import soundfile as sf
-from asr.bundle import load_bundle
-from asr.ctc import greedy_decode
-from asr.frontend import GigaamMelFrontend, gigaam_buffers, round_to_bfloat16
-from asr.transcribe import Transcriber
-from onnx_asr.models.gigaam import GigaamV2Ctc
-from onnx_asr.preprocessors.numpy_preprocessor import GigaamPreprocessorNumpy
 
 from bench.common import (
-    REPO,
     BenchOptions,
     bench_main,
     markdown_table,
@@ -47,14 +37,14 @@ from bench.common import (
     write_wav,
 )
 from bench.models import FAMILY_INFO, PRECISIONS, Precision, bundle_for
-from bench.onnx_asr_layout import (
-    ONNX_ASR_FRONTENDS,
-    OnnxAsrModel,
-    UnsupportedBundle,
-    load_onnx_asr,
-    write_layout,
+from bench.onnx_asr_agreement import (
+    agreement,
+    compare_frontends,
+    theirs_preprocessor,
+    trained_agreement,
 )
-from export.verify import edit_distance
+from bench.onnx_asr_engines import STAGES, Ours, Pass, Theirs
+from bench.onnx_asr_layout import UnsupportedBundle, write_layout
 
 NAME = "onnx_asr"
 TITLE = "Side by side with onnx-asr"
@@ -62,95 +52,6 @@ THREADS = (1, 2)
 LONG_SECONDS = 20.0
 QUICK_LONG_SECONDS = 4.0
 QUICK_CLIPS = 2
-STAGES = ("features", "model", "other")
-DEMO_CONFORMER = REPO / "demo" / "conformer_bundle"
-DEMO_AUDIO = REPO / "demo" / "audio"
-Int64Array = npt.NDArray[np.int64]
-Float32Array = npt.NDArray[np.float32]
-
-
-@dataclass
-class Pass:
-    """One pass over a workload: the transcripts and the seconds per stage."""
-
-    texts: list[str] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-
-    @property
-    def total(self) -> float:
-        return sum(self.seconds.values())
-
-    def add(self, text: str, total: float, features: float, model: float) -> None:
-        self.texts.append(text)
-        self.seconds["features"] += features
-        self.seconds["model"] += model
-        self.seconds["other"] += total - features - model
-
-
-Engine = Callable[[Sequence[Path]], Pass]
-
-
-class Ours:
-    """Our Transcriber on WAV paths; features and model time from its own timings."""
-
-    def __init__(self, bundle_dir: Path, threads: int) -> None:
-        self.transcriber = Transcriber(load_bundle(bundle_dir), threads=threads)
-        self.threads = self.transcriber.model.threads
-
-    def __call__(self, paths: Sequence[Path]) -> Pass:
-        result = Pass()
-        for path in paths:
-            started = time.perf_counter()
-            transcript = self.transcriber.transcribe(path)
-            total = time.perf_counter() - started
-            timings = transcript.timings
-            result.add(transcript.text, total, timings.features, timings.model)
-        return result
-
-
-class Theirs:
-    """onnx-asr's recogniser on WAV paths (``recognize(path)``), with its front-end and model
-    calls wrapped in timers (the wrappers pass arguments and results through untouched)."""
-
-    def __init__(self, model: OnnxAsrModel, threads: int) -> None:
-        self.recogniser = load_onnx_asr(model, threads)
-        self.asr = cast(GigaamV2Ctc, self.recogniser.asr)
-        self.threads = int(self.asr._model.get_session_options().intra_op_num_threads)
-        self.preprocessor = cast(GigaamPreprocessorNumpy, self.asr._preprocessor)
-        self._features = 0.0
-        self._model = 0.0
-        preprocess, encode = self.asr._preprocessor, self.asr._encode
-
-        def timed_preprocess(
-            waveforms: Float32Array, waveforms_lens: Int64Array
-        ) -> tuple[Float32Array, Int64Array]:
-            started = time.perf_counter()
-            try:
-                return preprocess(waveforms, waveforms_lens)
-            finally:
-                self._features += time.perf_counter() - started
-
-        def timed_encode(
-            features: Float32Array, features_lens: Int64Array
-        ) -> tuple[Float32Array, Int64Array]:
-            started = time.perf_counter()
-            try:
-                return encode(features, features_lens)
-            finally:
-                self._model += time.perf_counter() - started
-
-        self.asr._preprocessor = timed_preprocess
-        self.asr._encode = timed_encode  # type: ignore[method-assign]
-
-    def __call__(self, paths: Sequence[Path]) -> Pass:
-        result = Pass()
-        for path in paths:
-            self._features = self._model = 0.0
-            started = time.perf_counter()
-            text = self.recogniser.recognize(str(path))
-            total = time.perf_counter() - started
-            result.add(text, total, self._features, self._model)
-        return result
 
 
 def measure(options: BenchOptions) -> dict[str, Any]:
@@ -226,144 +127,6 @@ def _side_by_side(
         "transcripts_stable": timed["ours"][-1].texts == warm_ours.texts
         and timed["theirs"][-1].texts == warm_theirs.texts,
     }
-
-
-def agreement(ours: Sequence[str], theirs: Sequence[str]) -> dict[str, Any]:
-    """Identical transcripts, and 1 − CER of theirs against ours (character edits over all
-    items / characters of ours)."""
-    edits = sum(edit_distance(a, b) for a, b in zip(ours, theirs, strict=True))
-    characters = sum(len(a) for a in ours)
-    # No characters in ours: full agreement exactly when theirs are empty too.
-    chars = 1.0 - edits / characters if characters else float(edits == 0)
-    return {
-        "identical": sum(a == b for a, b in zip(ours, theirs, strict=True)),
-        "total": len(ours),
-        "char_agreement": round(chars, 5),
-    }
-
-
-def theirs_preprocessor() -> GigaamPreprocessorNumpy:
-    """onnx-asr's v3 front end as it runs on the CPU provider (its numpy implementation)."""
-    return GigaamPreprocessorNumpy("gigaam_v3")
-
-
-def compare_frontends(clips: Sequence[Path]) -> dict[str, Any]:
-    """onnx-asr's v3 window and filterbank against ours (torch's bfloat16-rounded buffers),
-    and the features: max |Δ log-mel| of theirs vs ours, of theirs with our filterbank vs
-    theirs (the filterbank's share), and vs ours (the float32 arithmetic's share)."""
-    config = ONNX_ASR_FRONTENDS["v3"]
-    window, filterbank = gigaam_buffers(config)
-    theirs = theirs_preprocessor()
-    their_window = np.asarray(theirs._window, dtype=np.float32)
-    their_filterbank = np.asarray(theirs._melscale_fbanks, dtype=np.float32).T
-    bf16 = round_to_bfloat16
-    differing = np.argwhere(their_filterbank != filterbank)
-    with_our_filterbank = theirs_preprocessor()
-    with_our_filterbank._melscale_fbanks = filterbank.T.copy()
-    ours = GigaamMelFrontend(config)
-    deltas = {"theirs_vs_ours": 0.0, "filterbank_share": 0.0, "arithmetic_share": 0.0}
-    for path in clips:
-        audio = _read(path)
-        mine = ours(audio)
-        their_features = _their_features(theirs, audio)
-        swapped = _their_features(with_our_filterbank, audio)
-        assert their_features.shape == mine.shape, (their_features.shape, mine.shape)
-        for key, (a, b) in {
-            "theirs_vs_ours": (their_features, mine),
-            "filterbank_share": (their_features, swapped),
-            "arithmetic_share": (swapped, mine),
-        }.items():
-            deltas[key] = max(deltas[key], float(np.abs(a - b).max()))
-    return {
-        "window_identical": bool(np.array_equal(their_window, window)),
-        "window_bf16": bool(np.array_equal(their_window, bf16(their_window))),
-        "filterbank_bf16": bool(
-            np.array_equal(their_filterbank, round_to_bfloat16(their_filterbank))
-        ),
-        "filterbank_entries": int(filterbank.size),
-        "filterbank_nonzero": int(np.count_nonzero(filterbank)),
-        "filterbank_differing": [
-            {
-                "mel": int(mel),
-                "bin": int(bin_),
-                "ours": float(filterbank[mel, bin_]),
-                "theirs": float(their_filterbank[mel, bin_]),
-            }
-            for mel, bin_ in differing
-        ],
-        "max_abs_log_mel_delta": {key: float(f"{value:.3g}") for key, value in deltas.items()},
-        "clips": len(clips),
-    }
-
-
-def _read(path: Path) -> Float32Array:
-    audio, rate = sf.read(path, dtype="float32")
-    assert rate == 16000 and audio.ndim == 1, (path, rate, audio.shape)
-    return np.asarray(audio, dtype=np.float32)
-
-
-def _their_features(preprocessor: GigaamPreprocessorNumpy, audio: Float32Array) -> Float32Array:
-    features, _ = preprocessor(audio[None, :], np.array([audio.size], dtype=np.int64))
-    return np.asarray(features[0], dtype=np.float32)
-
-
-def trained_agreement(clips: Sequence[Path]) -> dict[str, Any]:
-    """The trained demo Conformer (GigaAM v3 layout, int8) through both runtimes at 1 thread:
-    its held-out espeak clips (with references) and the real clips; on the real clips also
-    onnx-asr with our filterbank, to see whether the filterbank accounts for a disagreement."""
-    manifest = [
-        json.loads(line)
-        for line in (DEMO_AUDIO / "manifest.jsonl").read_text("utf-8").splitlines()
-        if line.strip()
-    ]
-    held_out = [DEMO_AUDIO / entry["audio_filepath"] for entry in manifest]
-    references = [entry["text"] for entry in manifest]
-    with tempfile.TemporaryDirectory() as tmp:
-        layout = write_layout(DEMO_CONFORMER, Path(tmp) / "demo")
-        ours, theirs = Ours(DEMO_CONFORMER, 1), Theirs(layout, 1)
-        sets: list[dict[str, Any]] = []
-        for name, paths in (
-            ("demo/audio held-out espeak clips", held_out),
-            (f"{len(clips)} real clips", list(clips)),
-        ):
-            mine, their = ours(paths).texts, theirs(paths).texts
-            entry: dict[str, Any] = {"set": name, **agreement(mine, their)}
-            if paths is held_out:
-                entry["ours_exact"] = sum(a == r for a, r in zip(mine, references, strict=True))
-                entry["theirs_exact"] = sum(b == r for b, r in zip(their, references, strict=True))
-            else:
-                entry["disagreeing"] = [
-                    {
-                        "clip": path.name,
-                        "ours": a,
-                        "theirs": b,
-                        "ours_on_their_features": _ours_on_their_features(ours, theirs, path),
-                    }
-                    for path, a, b in zip(paths, mine, their, strict=True)
-                    if a != b
-                ]
-                _, filterbank = gigaam_buffers(ONNX_ASR_FRONTENDS["v3"])
-                theirs.preprocessor._melscale_fbanks = filterbank.T.copy()
-                swapped = theirs(paths).texts
-                entry["with_our_filterbank"] = agreement(mine, swapped)
-            sets.append(entry)
-    source = load_bundle(DEMO_CONFORMER).config
-    return {
-        "bundle": "demo/conformer_bundle",
-        "model_id": source.model_id,
-        "precision": source.model.precision,
-        "threads": 1,
-        "sets": sets,
-    }
-
-
-def _ours_on_their_features(ours: Ours, theirs: Theirs, path: Path) -> str:
-    """Our model run and CTC decoding on onnx-asr's features of ``path``: equal to onnx-asr's
-    transcript when the front ends alone make the difference."""
-    transcriber = ours.transcriber
-    log_probs = transcriber.model(_their_features(theirs.preprocessor, _read(path)))
-    config = transcriber.bundle.config
-    return greedy_decode(log_probs, transcriber.bundle.vocabulary, config.frame_seconds).text
 
 
 def _quartznet_attempts(options: BenchOptions, tmp: Path) -> list[dict[str, Any]]:

@@ -41,6 +41,7 @@ from asr.errors import AsrError
 from .eval_data import Dataset, Utterance
 from .eval_systems import Recognition, System
 from .text_normalize import DESCRIPTION, normalize_russian
+from .verify import edit_distance
 
 
 @dataclass(frozen=True)
@@ -94,14 +95,6 @@ def char_errors(reference: str, hypothesis: str) -> ErrorCounts:
         return ErrorCounts(0, len(reference), len(hypothesis), len(reference))
     out = jiwer.process_characters(reference, hypothesis)
     return ErrorCounts(out.substitutions, out.deletions, out.insertions, len(reference))
-
-
-def sequence_distance(left: Sequence[int], right: Sequence[int]) -> int:
-    """Levenshtein distance between two integer sequences (token ids, code points)."""
-    if not left or not right:
-        return len(left) + len(right)
-    out = jiwer.process_words(" ".join(map(str, left)), " ".join(map(str, right)))
-    return int(out.substitutions + out.deletions + out.insertions)
 
 
 @dataclass(frozen=True)
@@ -403,7 +396,7 @@ def _compare(
     edits = length = identical = 0
     for a, b in pairs:
         left, right = _units(a, use_ids), _units(b, use_ids)
-        edits += sequence_distance(left, right)
+        edits += edit_distance(left, right)
         length += len(left)
         identical += a.text == b.text
     return Comparison(

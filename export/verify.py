@@ -11,7 +11,7 @@ Three comparisons on the verification clips, each with a threshold:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ import torch
 from asr.ctc import greedy_decode
 from asr.frontend import Frontend
 from asr.tokens import Vocabulary
+from rapidfuzz.distance import Levenshtein
 
 LogProbsFn = Callable[[np.ndarray], np.ndarray]
 TAIL_LOG_PROB = float(np.log(1e-6))
@@ -195,14 +196,6 @@ def _cer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
     return float(jiwer.cer([r for r, _ in pairs], [h for _, h in pairs]))
 
 
-def edit_distance(left: Sequence[object], right: Sequence[object]) -> int:
+def edit_distance(left: Sequence[Hashable], right: Sequence[Hashable]) -> int:
     """Levenshtein distance between two sequences (token ids, or a string's characters)."""
-    previous = list(range(len(right) + 1))
-    for i, token in enumerate(left, start=1):
-        current = [i]
-        for j, other in enumerate(right, start=1):
-            current.append(
-                min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (token != other))
-            )
-        previous = current
-    return previous[-1]
+    return int(Levenshtein.distance(left, right))

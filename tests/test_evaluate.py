@@ -33,10 +33,10 @@ from export.evaluate import (
     EvaluationReport,
     char_errors,
     evaluate,
-    sequence_distance,
     word_errors,
 )
 from export.text_normalize import normalize_russian
+from export.verify import edit_distance
 from tests.conftest import DEMO, speech_dir
 
 DEMO_MANIFEST = DEMO / "audio" / "manifest.jsonl"
@@ -233,8 +233,8 @@ def test_error_counts_hand_computed() -> None:
     assert word_errors("позвони маме", "") == ErrorCounts(0, 2, 0, 2)
     assert word_errors("", "эхо") == ErrorCounts(0, 0, 1, 0)
     assert word_errors("", "").rate is None
-    assert sequence_distance((1, 2, 3, 4), (1, 2, 4)) == 1
-    assert sequence_distance((), (5, 6)) == 2
+    assert edit_distance((1, 2, 3, 4), (1, 2, 4)) == 1
+    assert edit_distance((), (5, 6)) == 2
 
 
 def test_evaluate_scores_compares_and_excludes_failures() -> None:

@@ -1,0 +1,104 @@
+"""The two recognisers the onnx-asr benchmark times: ours and onnx-asr's, on WAV paths, each
+pass split into front end, model and the rest (WAV reading, CTC decoding, text)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+import numpy.typing as npt
+from asr.bundle import load_bundle
+from asr.transcribe import Transcriber
+from onnx_asr.models.gigaam import GigaamV2Ctc
+from onnx_asr.preprocessors.numpy_preprocessor import GigaamPreprocessorNumpy
+
+from bench.onnx_asr_layout import OnnxAsrModel, load_onnx_asr
+
+STAGES = ("features", "model", "other")
+Int64Array = npt.NDArray[np.int64]
+Float32Array = npt.NDArray[np.float32]
+
+
+@dataclass
+class Pass:
+    """One pass over a workload: the transcripts and the seconds per stage."""
+
+    texts: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+    def add(self, text: str, total: float, features: float, model: float) -> None:
+        self.texts.append(text)
+        self.seconds["features"] += features
+        self.seconds["model"] += model
+        self.seconds["other"] += total - features - model
+
+
+class Ours:
+    """Our Transcriber on WAV paths; features and model time from its own timings."""
+
+    def __init__(self, bundle_dir: Path, threads: int) -> None:
+        self.transcriber = Transcriber(load_bundle(bundle_dir), threads=threads)
+        self.threads = self.transcriber.model.threads
+
+    def __call__(self, paths: Sequence[Path]) -> Pass:
+        result = Pass()
+        for path in paths:
+            started = time.perf_counter()
+            transcript = self.transcriber.transcribe(path)
+            total = time.perf_counter() - started
+            timings = transcript.timings
+            result.add(transcript.text, total, timings.features, timings.model)
+        return result
+
+
+class Theirs:
+    """onnx-asr's recogniser on WAV paths (``recognize(path)``), with its front-end and model
+    calls wrapped in timers (the wrappers pass arguments and results through untouched)."""
+
+    def __init__(self, model: OnnxAsrModel, threads: int) -> None:
+        self.recogniser = load_onnx_asr(model, threads)
+        self.asr = cast(GigaamV2Ctc, self.recogniser.asr)
+        self.threads = int(self.asr._model.get_session_options().intra_op_num_threads)
+        self.preprocessor = cast(GigaamPreprocessorNumpy, self.asr._preprocessor)
+        self._features = 0.0
+        self._model = 0.0
+        preprocess, encode = self.asr._preprocessor, self.asr._encode
+
+        def timed_preprocess(
+            waveforms: Float32Array, waveforms_lens: Int64Array
+        ) -> tuple[Float32Array, Int64Array]:
+            started = time.perf_counter()
+            try:
+                return preprocess(waveforms, waveforms_lens)
+            finally:
+                self._features += time.perf_counter() - started
+
+        def timed_encode(
+            features: Float32Array, features_lens: Int64Array
+        ) -> tuple[Float32Array, Int64Array]:
+            started = time.perf_counter()
+            try:
+                return encode(features, features_lens)
+            finally:
+                self._model += time.perf_counter() - started
+
+        self.asr._preprocessor = timed_preprocess
+        self.asr._encode = timed_encode  # type: ignore[method-assign]
+
+    def __call__(self, paths: Sequence[Path]) -> Pass:
+        result = Pass()
+        for path in paths:
+            self._features = self._model = 0.0
+            started = time.perf_counter()
+            text = self.recogniser.recognize(str(path))
+            total = time.perf_counter() - started
+            result.add(text, total, self._features, self._model)
+        return result
