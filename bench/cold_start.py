@@ -10,27 +10,23 @@ separately by ``bench/packaged_cold_start.py``.
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import soundfile as sf
 
-from bench.common import REPO, BenchOptions, bench_main, markdown_table, speech_clips
+from bench.common import BenchOptions, bench_main, markdown_table, speech_clips
 from bench.models import FAMILIES, FAMILY_INFO, PRECISIONS, bundle_for
+from bench.pinned import run_pinned
 
 NAME = "cold_start"
 TITLE = "Cold start"
 STAGES = ("imports_s", "bundle_load_s", "first_clip_s")
 
 CHILD = """
-import json, os, sys, time
-os.sched_setaffinity(0, {{min(os.sched_getaffinity(0))}})
+import json, time
 started = time.perf_counter()
-sys.path.insert(0, {lambda_dir!r})
 from asr.transcribe import Transcriber
 imported = time.perf_counter()
 transcriber = Transcriber.from_dir({bundle!r}, threads=1)
@@ -44,11 +40,7 @@ print(json.dumps({{"imports_s": imported - started, "bundle_load_s": loaded - im
 
 def first_request(bundle: Path, clip: Path) -> dict[str, float]:
     """One fresh process: seconds per stage."""
-    code = CHILD.format(lambda_dir=str(REPO / "lambda_app"), bundle=str(bundle), clip=str(clip))
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"cold start of {bundle} failed:\n{done.stderr[-2000:]}")
-    stages: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    stages: dict[str, float] = run_pinned(CHILD.format(bundle=str(bundle), clip=str(clip)))
     return stages
 
 

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,11 +42,10 @@ sys.path.insert(0, str(REPO / "lambda_app"))
 from asr.resample import resample  # noqa: E402
 
 from bench.models import Family, shape_bundle  # noqa: E402
+from bench.pinned import run_pinned  # noqa: E402
 
 CHILD = """
 import json, os, sys, time
-os.sched_setaffinity(0, {{min(os.sched_getaffinity(0))}})
-sys.path.insert(0, {lambda_dir!r})
 path, bundle, mode = {path!r}, {bundle!r}, {mode!r}
 started = time.perf_counter()
 if mode == "transcriber":
@@ -138,17 +135,7 @@ LABELS = {"quartznet": "QuartzNet15x5 shape, int8", "gigaam": "GigaAM v3 CTC sha
 
 
 def measure(path: Path, bundle: Path, mode: str) -> dict[str, Any]:
-    code = CHILD.format(
-        lambda_dir=str(REPO / "lambda_app"), path=str(path), bundle=str(bundle), mode=mode
-    )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{mode} run failed:\n{done.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return run_pinned(CHILD.format(path=str(path), bundle=str(bundle), mode=mode))
 
 
 def main() -> None:

@@ -27,10 +27,7 @@ from asr.ctc import greedy_decode
 from asr.frontend import gigaam_buffers, make_frontend
 from asr.tokens import Vocabulary
 from asr.transcribe import Transcriber
-from asr_service import model_cache
-from asr_service.s3_objects import s3_client
 from asr_service.settings import Settings
-from moto import mock_aws
 from omegaconf import DictConfig, OmegaConf
 
 from export import synth as synth_speech
@@ -62,7 +59,7 @@ from scripts.train_demo_model import (
     train,
 )
 from tests.conftest import DEMO
-from tests.test_handler import FakeContext, http_event, rest_event, s3_event
+from tests.test_handler import FakeContext, http_event, rest_event, s3_event, serving
 
 CHECKPOINT = DEMO / "model" / MODEL_FILE
 REPORT = DEMO / "model" / REPORT_FILE
@@ -313,19 +310,8 @@ def test_torch_bundle_and_reference_agree_on_every_demo_clip(exported: Path) -> 
 
 @pytest.fixture
 def conformer_handler(exported: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "test")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    import handler
-
-    monkeypatch.setattr(handler, "settings", Settings(model_dir=exported, output_bucket="demo-out"))
-    model_cache.reset()
-    with mock_aws():
-        s3_client.cache_clear()
-        for bucket in ("demo-in", "demo-out"):
-            boto3.client("s3").create_bucket(Bucket=bucket)
-        yield handler
-        s3_client.cache_clear()
-    model_cache.reset()
+    settings = Settings(model_dir=exported, output_bucket="demo-out")
+    yield from serving(settings, monkeypatch, ("demo-in", "demo-out"))
 
 
 def test_handler_returns_the_same_transcripts(conformer_handler: Any) -> None:

@@ -7,7 +7,7 @@ import json
 import sys
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -40,25 +40,32 @@ class FakeContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
-@pytest.fixture
-def handler(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def serving(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, buckets: Sequence[str] = ()
+) -> Iterator[Any]:
+    """The handler module serving ``settings``, S3 emulated by moto with ``buckets`` made; the
+    model and S3 client caches are reset around it. For fixtures: ``yield from serving(...)``."""
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "test")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     import handler as module
+    from asr_service.s3_objects import s3_client
 
-    settings = Settings(model_dir=tiny_bundle, output_bucket=OUTPUT, max_request_bytes=2_000_000)
     monkeypatch.setattr(module, "settings", settings)
     model_cache.reset()
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket=INPUT)
-        s3.create_bucket(Bucket=OUTPUT)
-        from asr_service.s3_objects import s3_client
-
+        for bucket in buckets:
+            s3.create_bucket(Bucket=bucket)
         s3_client.cache_clear()
         yield module
         s3_client.cache_clear()
     model_cache.reset()
+
+
+@pytest.fixture
+def handler(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    settings = Settings(model_dir=tiny_bundle, output_bucket=OUTPUT, max_request_bytes=2_000_000)
+    yield from serving(settings, monkeypatch, (INPUT, OUTPUT))
 
 
 @pytest.fixture
