@@ -28,8 +28,8 @@ from .download import REGISTRY, DownloadError, download
 from .eval_cli import add_arguments as add_eval_arguments
 from .eval_cli import run as run_eval
 from .gigaam import download_gigaam, load_gigaam
-from .nemo_config import NemoStft
 from .nemo_conformer import load_nemo_conformer
+from .nemo_preprocessor import NemoStft
 from .onnx_import import FRONTEND_PRESETS, describe_gigaam_graph, describe_graph
 from .pipeline import ExportOptions, ExportRejected, export_bundle, export_onnx_bundle
 from .quantize import SCHEMES

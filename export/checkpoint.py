@@ -20,7 +20,7 @@ import yaml
 from asr.bundle import sha256_of
 from asr.tokens import Vocabulary
 
-from .nemo_config import NemoStft, check_preprocessor_buffers, frontend_from_nemo
+from .nemo_preprocessor import NemoStft, check_preprocessor_buffers, read_preprocessor
 from .quartznet import CheckpointError, QuartzNetCTC, QuartzNetSpec
 from .source_model import SourceModel
 
@@ -92,12 +92,12 @@ def build_quartznet(checkpoint: LoadedCheckpoint) -> QuartzNetCTC:
 def load_quartznet(checkpoint: LoadedCheckpoint, nemo_stft: NemoStft = "2.5") -> SourceModel:
     """A QuartzNet/Jasper ``.nemo`` as the export pipeline's input."""
     model = build_quartznet(checkpoint)
-    frontend = frontend_from_nemo(checkpoint.config, nemo_stft)
-    check_preprocessor_buffers(checkpoint.preprocessor_buffers, frontend)
+    preprocessor = read_preprocessor(checkpoint.config, nemo_stft)
+    check_preprocessor_buffers(checkpoint.preprocessor_buffers, preprocessor)
     return SourceModel(
         model=model,
         family="quartznet",
-        frontend=frontend,
+        frontend=preprocessor.frontend,
         vocabulary=Vocabulary.from_labels(model.spec.vocabulary),
         token_kind="char",
         subsampling=model.spec.subsampling,
@@ -105,6 +105,7 @@ def load_quartznet(checkpoint: LoadedCheckpoint, nemo_stft: NemoStft = "2.5") ->
             "checkpoint": checkpoint.path.name,
             "checkpoint_sha256": checkpoint.sha256,
             "architecture": "QuartzNet/Jasper (NeMo ConvASREncoder + ConvASRDecoder)",
+            **preprocessor.provenance(),
         },
     )
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from asr.config import ModelFamily
 
-from .nemo_config import NemoStft
+from .nemo_preprocessor import NemoStft
 
 
 @dataclass(frozen=True)

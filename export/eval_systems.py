@@ -31,8 +31,8 @@ from asr.transcribe import Transcriber
 
 from .checkpoint import load_checkpoint, load_quartznet
 from .gigaam import load_gigaam
-from .nemo_config import NemoStft
 from .nemo_conformer import load_nemo_conformer
+from .nemo_preprocessor import NemoStft
 from .quartznet import CheckpointError
 from .source_model import SourceModel
 from .verify import torch_log_probs

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from .checkpoint import NON_MODEL_PREFIXES, LoadedCheckpoint
 from .conformer import ConformerCTC, ConformerSpec, load_weights
-from .nemo_config import NemoStft, check_preprocessor_buffers, frontend_from_nemo
+from .nemo_preprocessor import NemoStft, check_preprocessor_buffers, read_preprocessor
 from .quartznet import CheckpointError
 from .sentencepiece_tokens import sentencepiece_pieces
 from .source_model import CONFORMER_MAX_WINDOW_SECONDS, SourceModel
@@ -75,7 +75,8 @@ def load_nemo_conformer(checkpoint: LoadedCheckpoint, nemo_stft: NemoStft = "2.5
             f"the CTC head has {weights[CTC_HEAD_KEY].shape[0]} outputs but the vocabulary has "
             f"{len(vocabulary)} tokens (+ blank = {len(vocabulary) + 1})"
         )
-    frontend = frontend_from_nemo(config, nemo_stft)
+    preprocessor = read_preprocessor(config, nemo_stft)
+    frontend = preprocessor.frontend
     spec = conformer_spec(config, num_classes=len(vocabulary) + 1)
     _check_head_sizes(head, spec)
     model = ConformerCTC(spec)
@@ -86,7 +87,7 @@ def load_nemo_conformer(checkpoint: LoadedCheckpoint, nemo_stft: NemoStft = "2.5
         raise CheckpointError(
             f"the preprocessor makes {frontend.n_mels} mel bins, the encoder expects {spec.feat_in}"
         )
-    check_preprocessor_buffers(checkpoint.preprocessor_buffers, frontend)
+    check_preprocessor_buffers(checkpoint.preprocessor_buffers, preprocessor)
     name = "FastConformer" if spec.subsampling == "dw_striding" else "Conformer"
     head_name = "hybrid RNNT-CTC, CTC head" if kind.hybrid else "CTC"
     architecture = (
@@ -108,6 +109,7 @@ def load_nemo_conformer(checkpoint: LoadedCheckpoint, nemo_stft: NemoStft = "2.5
             "nemo_version": config.get("nemo_version"),
             "architecture": architecture,
             "parameters": sum(p.numel() for p in model.parameters()),
+            **preprocessor.provenance(),
         },
     )
 

@@ -35,7 +35,8 @@ from asr.resample import resample
 from torch import Tensor, nn
 
 from export.checkpoint import build_quartznet, load_checkpoint, write_nemo
-from export.nemo_config import frontend_from_nemo, preprocessor_state, quartznet_config
+from export.nemo_config import quartznet_config
+from export.nemo_preprocessor import frontend_from_nemo, preprocessor_state
 from export.quartznet import JasperBlockSpec, QuartzNetCTC, QuartzNetSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from export.checkpoint import write_nemo
-from export.nemo_config import frontend_from_nemo, preprocessor_state, quartznet_config
+from export.nemo_config import quartznet_config
+from export.nemo_preprocessor import frontend_from_nemo, preprocessor_state
 from export.quartznet import JasperBlockSpec, QuartzNetCTC, QuartzNetSpec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,6 +32,16 @@ class SpeechClip:
     path: Path
     text: str
     duration: float
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread() -> Iterator[None]:
+    """Torch references' small FFTs gain nothing from threads, and on a busy machine torch's
+    thread pool waiting for cores turns ~1 s of tests into ~10 s."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def speech_dir() -> Path:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import yaml
 
-from export.nemo_config import frontend_from_nemo, preprocessor_state
+from export.nemo_preprocessor import frontend_from_nemo, preprocessor_state
 
 SPACE = "▁"
 TOKENIZER_UID = "0b6c3e7e1a9d4c57a5f1b2d3c4e5f607"

@@ -23,7 +23,7 @@ from asr_service.settings import Settings
 
 from export.checkpoint import build_quartznet, load_checkpoint, load_quartznet
 from export.clips import manifest_clips, synthetic_clips
-from export.nemo_config import frontend_from_nemo
+from export.nemo_preprocessor import frontend_from_nemo
 from export.pipeline import ExportOptions, export_bundle
 from tests.conftest import DEMO
 from tests.test_handler import FakeContext, http_event, rest_event, s3_event, serving

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +25,7 @@ from asr.config import FrontendConfig
 from asr.frontend import NemoMelFrontend
 from asr.mel import mel_filterbank
 
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 SPEECH_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech"
 TOLERANCE = 1e-4
 FLOAT32_TOLERANCE = 2.5e-4
@@ -68,7 +68,11 @@ def nemo_reference(audio: Audio, config: FrontendConfig, dtype: torch.dtype) -> 
     magnitude = torch.sqrt(torch.view_as_real(spectrum).pow(2).sum(-1))
     if config.mag_power != 1.0:
         magnitude = magnitude.pow(config.mag_power)
-    log_mel = torch.log(torch.matmul(filterbank.to(dtype), magnitude) + config.log_guard)
+    mel = torch.matmul(filterbank.to(dtype), magnitude)
+    if config.log_guard_type == "clamp":
+        log_mel = torch.log(torch.clamp(mel, min=config.log_guard))
+    else:
+        log_mel = torch.log(mel + config.log_guard)
     log_mel = log_mel[0, :, :seq_len].to(torch.float64)
     if config.normalize == "per_feature":
         # normalize_batch. NeMo takes these statistics in float32. On a constant bin (digital
@@ -98,16 +102,6 @@ def assert_matches_nemo(frontend: NemoMelFrontend, audio: Audio) -> Features:
     as_nemo_runs = nemo_reference(audio, frontend.config, torch.float32)
     assert max_abs_diff(ours, as_nemo_runs) <= FLOAT32_TOLERANCE
     return ours
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_torch_thread() -> Iterator[None]:
-    # The reference's small FFTs gain nothing from threads, and on a busy machine torch's
-    # thread pool waiting for cores turns ~1 s of tests into ~10 s.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +200,17 @@ def test_pre_2_5_nemo_stft_matches_its_reference(speech_clips: list[Audio]) -> N
     for audio in speech_clips[:4]:
         features = assert_matches_nemo(frontend, audio)
         assert features.shape[1] == audio.shape[0] // 160 + 1
+
+
+@pytest.mark.parametrize("guard", [2.0**-24, float(np.finfo(np.float32).eps)])
+def test_clamped_log_guard_matches_nemo(speech_clips: list[Audio], guard: float) -> None:
+    """log_zero_guard_type: clamp, log(max(x, guard)); it differs from "add" only where the
+    mel energy is near the guard, so digital silence is spliced in to reach it."""
+    frontend = NemoMelFrontend(FrontendConfig(log_guard_type="clamp", log_guard=guard))
+    audio = np.concatenate([speech_clips[3], np.zeros(8000, np.float32), speech_clips[4]])
+    clamped = assert_matches_nemo(frontend, audio)
+    added = NemoMelFrontend(FrontendConfig(log_guard=guard))(audio)
+    assert np.abs(clamped - added).max() > 1e-3
 
 
 def test_unnormalised_features_match_nemo(speech_clips: list[Audio]) -> None:

@@ -18,7 +18,6 @@ the worst measured.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +41,7 @@ from tests.conftest import SpeechClip, speech_dir
 
 V2 = GigaamMelConfig()
 V3 = GigaamMelConfig(n_fft=320, win_length=320, center=False, bf16_buffers=True)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 BOTH = pytest.mark.parametrize("config", [V2, V3], ids=["v2", "v3"])
 TOLERANCE = 1e-4
 FLOAT32_TOLERANCE = 2.5e-3
@@ -117,15 +117,6 @@ def load_16k(path: Path) -> Audio:
     audio, sample_rate = soundfile.read(path, dtype="float32")
     assert audio.ndim == 1
     return resample(audio, sample_rate, 16000)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_torch_thread() -> Iterator[None]:
-    # Small FFTs gain nothing from threads, and torch's pool is slow on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

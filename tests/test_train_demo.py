@@ -16,7 +16,7 @@ from asr.frontend import NemoMelFrontend
 
 from export import synth as synth_speech
 from export.checkpoint import build_quartznet, load_checkpoint
-from export.nemo_config import frontend_from_nemo
+from export.nemo_preprocessor import frontend_from_nemo
 from export.quartznet import QuartzNetSpec
 from export.synth import Voice
 from scripts import train_demo_model

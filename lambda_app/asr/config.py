@@ -22,7 +22,8 @@ TOKEN_KINDS: tuple[TokenKind, ...] = ("char", "sentencepiece")
 
 @dataclass(frozen=True)
 class FrontendConfig:
-    """NeMo's AudioToMelSpectrogramPreprocessor (FilterbankFeatures) parameters.
+    """NeMo's AudioToMelSpectrogramPreprocessor parameters (FilterbankFeatures, or
+    FilterbankFeaturesTA with ``use_torchaudio``: see export.nemo_preprocessor).
 
     Defaults are QuartzNet15x5's: 20 ms symmetric Hann window zero-padded to n_fft 512,
     10 ms hop, pre-emphasis 0.97, Slaney mel, log(x + 2**-24), per-feature normalisation.
@@ -39,11 +40,18 @@ class FrontendConfig:
     fmin: float = 0.0
     fmax: float | None = None
     mel_norm: Literal["slaney"] | None = "slaney"
+    # Whose arithmetic built the filterbank buffer the model trained with: librosa's
+    # (FilterbankFeatures) or torchaudio's float32 melscale_fbanks (FilterbankFeaturesTA).
+    filterbank: Literal["librosa", "torchaudio"] = "librosa"
     mag_power: float = 2.0
     log_guard: float = 2.0**-24
+    # log(x + guard) ("add") or log(max(x, guard)) ("clamp"): log_zero_guard_type.
+    log_guard_type: Literal["add", "clamp"] = "add"
     normalize: Literal["per_feature"] | None = "per_feature"
     # NeMo adds 1e-5 to the per-feature std (CONSTANT in features.py).
     normalize_std_eps: float = 1e-5
+    # FilterbankFeaturesTA clamps the variance at the log guard before its square root.
+    normalize_variance_floor: float = 0.0
     # NeMo >= 2.5 pads the centred STFT with zeros and counts len // hop valid frames;
     # earlier releases (which trained the public Russian QuartzNets) pad by reflection and
     # count every STFT frame (len // hop + 1): "reflect" + "all".
@@ -53,6 +61,8 @@ class FrontendConfig:
     def __post_init__(self) -> None:
         _require_framing(self)
         _require(self.log_guard > 0, "frontend.log_guard must be positive")
+        _require(self.log_guard_type in ("add", "clamp"), "frontend.log_guard_type: add or clamp")
+        _require(self.normalize_variance_floor >= 0, "frontend.normalize_variance_floor < 0")
         top = self.sample_rate / 2 if self.fmax is None else self.fmax
         _require(
             0 <= self.fmin < top <= self.sample_rate / 2, "frontend needs 0 <= fmin < fmax <= sr/2"

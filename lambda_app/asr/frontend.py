@@ -4,7 +4,8 @@ NeMo: audio → pre-emphasis → centred STFT (zero padding) → power → mel �
 per-feature normalisation, returning only the valid frames. By default this is
 FilterbankFeatures as of NeMo 2.5 (zero padding, len // hop frames); ``stft_pad_mode=
 "reflect"`` with ``valid_frames="all"`` is the earlier releases' (reflection, one frame
-more).
+more), and also FilterbankFeaturesTA's (torchaudio), which in addition floors the
+normalisation variance (``normalize_variance_floor``).
 
 GigaAM: audio → STFT (reflection padding when centred) → power → HTK mel →
 log(clamp(x, 1e-9, 1e9)).
@@ -15,14 +16,13 @@ float32. ``make_frontend`` picks the one a bundle's config names.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from .config import AnyFrontendConfig, FrontendConfig, GigaamMelConfig
-from .mel import mel_filterbank
+from .mel import mel_filterbank, torchaudio_filterbank
 
 Features = npt.NDArray[np.float32]
 Float32Array = npt.NDArray[np.float32]
@@ -59,17 +59,7 @@ class NemoMelFrontend:
     def __init__(self, config: FrontendConfig) -> None:
         self.config = config
         self._window = _torch_hann_window(config.win_length, periodic=False).astype(np.float64)
-        fmax = config.sample_rate / 2 if config.fmax is None else config.fmax
-        filterbank = mel_filterbank(
-            config.sample_rate,
-            config.n_fft,
-            config.n_mels,
-            fmin=config.fmin,
-            fmax=fmax,
-            norm=config.mel_norm,
-        )
-        # NeMo holds the filterbank as a float32 buffer.
-        self._filterbank = filterbank.astype(np.float32).astype(np.float64)
+        self._filterbank = nemo_filterbank(config).astype(np.float64)
 
     def num_frames(self, num_samples: int) -> int:
         """NeMo's valid length, len // hop for even n_fft; the STFT's extra frame is dropped.
@@ -110,7 +100,10 @@ class NemoMelFrontend:
             num_frames=num_frames,
             mag_power=config.mag_power,
         )
-        features += config.log_guard
+        if config.log_guard_type == "clamp":
+            np.maximum(features, config.log_guard, out=features)
+        else:
+            features += config.log_guard
         np.log(features, out=features)
         if config.normalize == "per_feature":
             self._normalize_per_feature(features)
@@ -131,6 +124,7 @@ class NemoMelFrontend:
         # One frame: torch.std gives NaN (0/0); NeMo >= 2.5 replaces it by 0, so the frame
         # normalises to 0 / eps = 0. max(..., 1) yields the same 0 without a NaN.
         variance = np.einsum("ij,ij->i", features, features) / max(num_frames - 1, 1)
+        np.maximum(variance, self.config.normalize_variance_floor, out=variance)
         std = np.sqrt(variance)[:, np.newaxis]
         features /= std + self.config.normalize_std_eps
 
@@ -179,12 +173,41 @@ class GigaamMelFrontend:
         return np.log(features, out=features).astype(np.float32)
 
 
+def nemo_filterbank(config: FrontendConfig) -> Float32Array:
+    """The float32 mel filterbank buffer [n_mels, n_fft // 2 + 1] NeMo's featurizer holds:
+    librosa's float64 maths rounded once (FilterbankFeatures), or torchaudio's float32 maths
+    (FilterbankFeaturesTA), which moves weights by ~1e-7 and, at the edges of a band with a
+    strong tone in it, its features by ~1e-4."""
+    fmax = config.sample_rate / 2 if config.fmax is None else config.fmax
+    if config.filterbank == "torchaudio":
+        return torchaudio_filterbank(
+            config.sample_rate,
+            config.n_fft,
+            config.n_mels,
+            fmin=config.fmin,
+            fmax=fmax,
+            scale="slaney",
+            norm=config.mel_norm,
+        )
+    filterbank = mel_filterbank(
+        config.sample_rate,
+        config.n_fft,
+        config.n_mels,
+        fmin=config.fmin,
+        fmax=fmax,
+        norm=config.mel_norm,
+    )
+    return filterbank.astype(np.float32)
+
+
 def gigaam_buffers(config: GigaamMelConfig) -> tuple[Float32Array, Float32Array]:
     """The window [win_length] and mel filterbank [n_mels, n_fft // 2 + 1] GigaAM's
     MelSpectrogram holds (its ``spectrogram.window`` and ``mel_scale.fb`` buffers; ``fb`` is
     stored transposed, [n_freqs, n_mels]), bfloat16-rounded if ``config.bf16_buffers``."""
     window = _torch_hann_window(config.win_length, periodic=True)
-    filterbank = _torchaudio_htk_filterbank(config.sample_rate, config.n_fft, config.n_mels)
+    filterbank = torchaudio_filterbank(
+        config.sample_rate, config.n_fft, config.n_mels, scale="htk", norm=None
+    )
     if config.bf16_buffers:
         return round_to_bfloat16(window), round_to_bfloat16(filterbank)
     return window, filterbank
@@ -247,42 +270,6 @@ def _torch_hann_window(length: int, *, periodic: bool) -> Float32Array:
     cosine = np.cos(angle.astype(np.float64)).astype(np.float32)
     window: Float32Array = np.float32(0.5) - np.float32(0.5) * cosine
     return window[:length]
-
-
-def _torchaudio_htk_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> Float32Array:
-    """torchaudio's melscale_fbanks(n_fft // 2 + 1, 0, sr // 2, n_mels, sr), transposed.
-
-    Same triangles as ``mel_filterbank(htk=True, norm=None)``, but torchaudio builds them in
-    float32 arithmetic, which moves weights by up to ~5e-6 and, after bfloat16 rounding,
-    lands some on the neighbouring bfloat16 value. So the float32 steps are repeated here.
-    """
-    f32 = np.float32
-    nyquist = sample_rate // 2  # integer division in torchaudio, for odd rates too
-    bin_hz = _torch_linspace(0.0, float(nyquist), n_fft // 2 + 1)
-    mels = _torch_linspace(0.0, 2595.0 * math.log10(1.0 + nyquist / 700.0), n_mels + 2)
-    # torch's float32 pow is not correctly rounded, and this one is: a few edges (~1 in 40)
-    # still differ from torch's by one ulp, moving some weights by up to ~1e-5.
-    powers = (10.0 ** (mels / f32(2595.0)).astype(np.float64)).astype(np.float32)
-    edge_hz = f32(700.0) * (powers - f32(1.0))
-    edge_gap_hz = np.diff(edge_hz)
-    offsets = edge_hz[:, np.newaxis] - bin_hz[np.newaxis, :]
-    rising = -offsets[:-2] / edge_gap_hz[:-1, np.newaxis]
-    falling = offsets[2:] / edge_gap_hz[1:, np.newaxis]
-    weights: Float32Array = np.maximum(f32(0.0), np.minimum(rising, falling))
-    return weights
-
-
-def _torch_linspace(start: float, end: float, steps: int) -> Float32Array:
-    """torch.linspace(start, end, steps) in float32 as torch's CPU kernel computes it:
-    start + i * step over the first half, end - (steps - 1 - i) * step over the rest, each
-    with a single rounding (a fused multiply-add; float64 holds these products exactly)."""
-    first, last = np.float32(start), np.float32(end)
-    if steps == 1:
-        return np.array([first], dtype=np.float32)
-    step = np.float64((last - first) / np.float32(steps - 1))
-    index = np.arange(steps, dtype=np.float64)
-    values = np.where(index < steps // 2, first + index * step, last - (steps - 1 - index) * step)
-    return values.astype(np.float32)
 
 
 def _check_num_samples(num_samples: int) -> None:
