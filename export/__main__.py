@@ -27,7 +27,8 @@ from .clips import file_clips, manifest_clips, synthetic_clips
 from .download import REGISTRY, DownloadError, download
 from .eval_cli import add_arguments as add_eval_arguments
 from .eval_cli import run as run_eval
-from .gigaam import download_gigaam, load_gigaam
+from .gigaam import load_gigaam
+from .gigaam_releases import download_gigaam
 from .nemo_conformer import load_nemo_conformer
 from .nemo_preprocessor import NemoStft
 from .onnx_import import FRONTEND_PRESETS, describe_gigaam_graph, describe_graph

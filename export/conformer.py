@@ -17,6 +17,7 @@ Where the two upstreams differ the spec says which: the subsampling stack, rotar
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -359,8 +360,8 @@ class ConformerCTC(nn.Module):
         return self.decoder(encoded), encoded_lengths
 
 
-def load_weights(model: ConformerCTC, weights: dict[str, Tensor], source: str) -> None:
-    """Strict load with a readable error naming what does not match."""
+def load_weights(model: nn.Module, weights: Mapping[str, Tensor], source: str) -> None:
+    """Strict load with a readable error naming what does not match (every key and shape)."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
@@ -371,8 +372,8 @@ def load_weights(model: ConformerCTC, weights: dict[str, Tensor], source: str) -
     ]
     if missing or unexpected or wrong_shape:
         raise CheckpointError(
-            f"{source} does not match the Conformer its config describes: "
+            f"{source} does not match the {type(model).__name__} its config describes: "
             f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
             f"(e.g. {unexpected[:3]}), {len(wrong_shape)} of another shape {wrong_shape[:2]}"
         )
-    model.load_state_dict(weights, strict=True)
+    model.load_state_dict(dict(weights), strict=True)

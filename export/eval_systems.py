@@ -7,10 +7,11 @@ its decoding, resampling, long-recording segmentation and greedy CTC.
 The PyTorch original (a ``.nemo`` QuartzNet/Conformer, a state_dict + config, or a GigaAM
 ``.ckpt``) is loaded by the export's own loaders into this project's PyTorch models and fed
 the runtime's numpy front-end features (``asr.frontend``, configured from the checkpoint),
-then decoded by the same greedy CTC (``asr.ctc.greedy_decode``) — exactly as the export's
-verification gate does. So a difference between it and a bundle is the ONNX graph's or the
-quantisation's, never the front end's: the numpy front ends' parity with the upstream torch
-front ends (≤ 1e-4) is unit-tested separately (tests/test_frontend*.py). The PyTorch system
+then decoded greedily (CTC, or upstream's transducer loop in torch) — exactly as the
+export's verification gate does (``export.verify_systems``). So a difference between it and
+a bundle is the ONNX graph's or the quantisation's, never the front end's: the numpy front
+ends' parity with the upstream torch front ends (≤ 1e-4) is unit-tested separately
+(tests/test_frontend*.py). The PyTorch system
 transcribes every utterance in one pass, whatever its length; a bundle cuts audio longer
 than its window at pauses, so utterances over 25 s (Conformer) or 30 s (QuartzNet) can
 differ for that reason alone.
@@ -24,7 +25,6 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from asr.audio import decode_audio
-from asr.ctc import greedy_decode
 from asr.frontend import make_frontend
 from asr.limits import AudioLimits
 from asr.transcribe import Transcriber
@@ -35,7 +35,7 @@ from .nemo_conformer import load_nemo_conformer
 from .nemo_preprocessor import NemoStft
 from .quartznet import CheckpointError
 from .source_model import SourceModel
-from .verify import torch_log_probs
+from .verify_systems import torch_system
 
 CheckpointKind = Literal["nemo", "gigaam"]
 # Evaluation reads its own files: no duration cap (the API's limits protect a service).
@@ -47,7 +47,7 @@ class Recognition:
     """One system's output for one utterance."""
 
     text: str
-    # The greedy CTC output's token ids, when the system exposes them (None: text only).
+    # The greedy decoder's token ids, when the system exposes them (None: text only).
     token_ids: tuple[int, ...] | None
     duration: float  # seconds of audio, as decoded
 
@@ -79,16 +79,14 @@ class BundleSystem:
 
 
 class TorchSystem:
-    """The PyTorch model behind the numpy front end and greedy CTC (see the module doc)."""
+    """The PyTorch model behind the numpy front end and greedy decoding (see the module doc)."""
 
     def __init__(self, source: SourceModel, *, name: str, description: str) -> None:
         self.source = source
         self.name = name
         self.description = description
         self.frontend = make_frontend(source.frontend)
-        self._log_probs = torch_log_probs(source.model.eval())
-        config = source.frontend
-        self._frame_seconds = config.hop_length * source.subsampling / config.sample_rate
+        self._system = torch_system(source)
         self._lock = threading.Lock()  # one forward at a time: torch threads inside it
 
     def recognise(self, audio: Path) -> Recognition:
@@ -96,9 +94,8 @@ class TorchSystem:
         samples = decode_audio(audio, rate, limits=EVAL_LIMITS).samples
         features = self.frontend(samples)
         with self._lock:
-            log_probs = self._log_probs(features)
-        hypothesis = greedy_decode(log_probs, self.source.vocabulary, self._frame_seconds)
-        return Recognition(hypothesis.text, hypothesis.token_ids, samples.size / rate)
+            output = self._system.run(features)
+        return Recognition(output.text, output.token_ids, samples.size / rate)
 
 
 def checkpoint_kind(path: Path, config: Path | None) -> CheckpointKind:

@@ -1,4 +1,5 @@
-"""Load Sber GigaAM CTC checkpoints into this project's Conformer (export/conformer.py).
+"""Load Sber GigaAM CTC and RNNT checkpoints into this project's Conformer
+(export/conformer.py) and RNN-T head (export/transducer.py; the cfg: export/gigaam_heads.py).
 
 A published checkpoint ``<name>.ckpt`` is a pickle (``torch.load(weights_only=False)``,
 so only load files you trust: MD5-verified downloads or your own fine-tunes) holding
@@ -11,7 +12,7 @@ batch norm; a v2 preprocessor cfg has only ``sample_rate`` and ``features``, so
 
 The e2e models decode with a SentencePiece model, ``<name>_tokenizer.model``, published
 next to the checkpoint; character models carry their vocabulary in
-``cfg.decoding.vocabulary``. Either way the CTC blank is the last class.
+``cfg.decoding.vocabulary``. Either way the blank is the last class.
 
 A fine-tuned checkpoint from upstream ``train_utils/train.py`` is a PyTorch Lightning
 checkpoint of ``GigaAMFineTuner``: its ``state_dict`` holds the same
@@ -23,26 +24,33 @@ no cfg: the base checkpoint supplies it, as upstream ``load_model`` does.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
 import torch
-from asr.config import GigaamMelConfig, TokenKind
+from asr.config import GigaamMelConfig, TokenKind, TransducerConfig
 from asr.errors import BundleError
 from asr.frontend import gigaam_buffers
 from asr.tokens import BLANK_TOKEN, Vocabulary
 from torch import Tensor
 
 from .conformer import ConformerCTC, ConformerSpec, load_weights
-from .download import DownloadError, PublishedCheckpoint, download
+from .gigaam_heads import (
+    decoding_section,
+    head_classes,
+    integer,
+    model_class,
+    require_target,
+    section,
+    transducer_spec,
+)
+from .gigaam_releases import file_digests, release_by_md5, resolve_release_name
 from .quartznet import CheckpointError
 from .sentencepiece_tokens import sentencepiece_pieces
 from .source_model import CONFORMER_MAX_WINDOW_SECONDS, ModelDescription, SourceModel
+from .transducer import GIGAAM_KEYS, TransducerModel, TransducerSpec, rename_head_keys
 
-GIGAAM_CDN = "https://cdn.chatwm.opensmodel.sberdevices.ru/GigaAM"
 # Parts of a GigaAMASR state_dict; upstream keeps exactly these from a fine-tuned one.
 MODEL_PREFIXES = ("preprocessor.", "encoder.", "head.")
 WINDOW_KEY = "preprocessor.featurizer.0.spectrogram.window"
@@ -55,8 +63,6 @@ FP32_TOLERANCE = 5e-5
 
 _PREPROCESSOR_TARGET = "gigaam.preprocess.FeatureExtractor"
 _ENCODER_TARGET = "gigaam.encoder.ConformerEncoder"
-_CTC_HEAD_TARGET = "gigaam.decoder.CTCHead"
-_CTC_DECODING_TARGET = "gigaam.decoding.CTCGreedyDecoding"
 # Upstream ConformerEncoder's keyword defaults (gigaam/encoder.py), used for absent keys.
 _ENCODER_DEFAULTS: dict[str, Any] = {
     "feat_in": 64,
@@ -85,131 +91,24 @@ _PREPROCESSOR_KEYS = {
     "mel_scale",
     "mel_norm",
 }
-# Short names upstream load_model resolves to the current release (v3).
-_SHORT_NAMES = ("ctc", "rnnt", "e2e_ctc", "e2e_rnnt", "ssl")
-
-
-@dataclass(frozen=True)
-class GigaamRelease:
-    """A published GigaAM CTC checkpoint (upstream gigaam/__init__.py ``_MODEL_HASHES``)."""
-
-    name: str
-    md5: str
-    notes: str
-    # e2e models decode with ``<name>_tokenizer.model`` (SentencePiece).
-    sentencepiece: bool = False
-
-    def checkpoint(self, base_url: str = GIGAAM_CDN) -> PublishedCheckpoint:
-        return PublishedCheckpoint(
-            name=self.name,
-            url=f"{base_url.rstrip('/')}/{self.name}.ckpt",
-            filename=f"{self.name}.ckpt",
-            size_bytes=None,
-            sha256=None,
-            notes=self.notes,
-            family="conformer",
-            md5=self.md5,
-        )
-
-    def tokenizer(
-        self, base_url: str = GIGAAM_CDN, sha256: str | None = None
-    ) -> PublishedCheckpoint:
-        return PublishedCheckpoint(
-            name=f"{self.name}_tokenizer",
-            url=f"{base_url.rstrip('/')}/{self.name}_tokenizer.model",
-            filename=f"{self.name}_tokenizer.model",
-            size_bytes=None,
-            sha256=sha256,
-            notes=f"SentencePiece model of {self.name}",
-        )
-
-
-GIGAAM_RELEASES: dict[str, GigaamRelease] = {
-    release.name: release
-    for release in (
-        GigaamRelease(
-            "v1_ctc",
-            "f027f199e590a391d015aeede2e66174",
-            "GigaAM v1 CTC: first published under a non-commercial licence; check it",
-        ),
-        GigaamRelease(
-            "v2_ctc",
-            "e00f59cb5d39624fb30d1786044795bf",
-            "GigaAM v2 CTC (MIT): Golos crowd WER 2.5, Russian LibriSpeech 5.2",
-        ),
-        GigaamRelease(
-            "v3_ctc",
-            "73413e7be9c6a5935827bfab5c0dd678",
-            "GigaAM v3 CTC (MIT): Golos crowd WER 2.8, Russian LibriSpeech 4.7",
-        ),
-        GigaamRelease(
-            "v3_e2e_ctc",
-            "367074d6498f426d960b25f49531cf68",
-            "GigaAM v3 end-to-end CTC (MIT): punctuation, case, digits (SentencePiece)",
-            sentencepiece=True,
-        ),
-    )
-}
-
-
-def resolve_release_name(name: str) -> str:
-    """Upstream's short names (``ctc``, ``e2e_ctc``, …) mean the v3 release."""
-    return f"v3_{name}" if name in _SHORT_NAMES else name
-
-
-def download_gigaam(
-    release: GigaamRelease | str,
-    dest_dir: Path,
-    *,
-    base_url: str = GIGAAM_CDN,
-    tokenizer_sha256: str | None = None,
-    progress: Callable[[int, int | None], None] = lambda done, total: None,
-) -> tuple[Path, Path | None]:
-    """Fetch a release (and its tokenizer) into ``dest_dir``: ``(checkpoint, tokenizer)``.
-
-    The checkpoint is verified against upstream's MD5 (``.part`` file, renamed only after
-    it matched); a verified copy already in ``dest_dir`` is reused. Upstream publishes no
-    digest for tokenizers: it is verified against ``tokenizer_sha256`` when given,
-    otherwise accepted as downloaded (its sha256 is recorded in the bundle's provenance,
-    and ``load_gigaam`` checks that its piece count matches the model's head).
-    """
-    if isinstance(release, str):
-        name = resolve_release_name(release)
-        if name not in GIGAAM_RELEASES:
-            raise DownloadError(
-                f"unknown GigaAM CTC model {release!r}; known: {', '.join(GIGAAM_RELEASES)}"
-            )
-        release = GIGAAM_RELEASES[name]
-    cached = dest_dir / f"{release.name}.ckpt"
-    if cached.is_file() and _digests(cached)[1] == release.md5:
-        checkpoint = cached
-    else:
-        checkpoint = download(release.checkpoint(base_url), dest_dir, progress=progress)
-    tokenizer = None
-    if release.sentencepiece:
-        entry = release.tokenizer(base_url, tokenizer_sha256)
-        tokenizer = download(
-            entry, dest_dir, accept_unverified=tokenizer_sha256 is None, progress=progress
-        )
-    return checkpoint, tokenizer
 
 
 def load_gigaam(
     path: Path, *, tokenizer: Path | None = None, base: Path | None = None
 ) -> SourceModel:
-    """A GigaAM CTC checkpoint as this project's Conformer, front end and vocabulary.
+    """A GigaAM CTC or RNNT checkpoint as this project's model, front end and vocabulary.
 
     ``path`` is a published ``<name>.ckpt`` or a fine-tuned Lightning ``.ckpt``; the latter
     needs ``base``, the published checkpoint it was fine-tuned from (for the cfg).
     ``tokenizer`` is the SentencePiece model of e2e models and must be absent otherwise.
     """
     loaded = _read_pickle(path)
-    sha256, md5 = _digests(path)
+    sha256, md5 = file_digests(path)
     source: dict[str, Any] = {"checkpoint": path.name, "checkpoint_sha256": sha256}
     if "cfg" in loaded:
         cfg = _plain_config(loaded["cfg"], path)
         state_dict = _tensors(loaded.get("state_dict"), path)
-        source["upstream_model"] = cfg.get("model_name") or _release_by_md5(md5)
+        source["upstream_model"] = cfg.get("model_name") or release_by_md5(md5)
     elif "hyper_parameters" in loaded:
         cfg, state_dict = _fine_tuned(loaded, path, base, source)
     else:
@@ -217,24 +116,28 @@ def load_gigaam(
             f"{path} is neither a GigaAM checkpoint (state_dict + cfg) nor a fine-tuned "
             "Lightning checkpoint (state_dict + hyper_parameters)"
         )
-    source["published_release"] = _release_by_md5(md5)
+    source["published_release"] = release_by_md5(md5)
 
     spec = conformer_spec(cfg)
-    description = gigaam_description(cfg, spec, frontend_config(cfg, state_dict), tokenizer, source)
+    frontend = frontend_config(cfg, state_dict)
+    description = gigaam_description(cfg, spec, frontend, tokenizer, source)
 
     unknown = sorted(k for k in state_dict if k.startswith("preprocessor."))
     unknown = [k for k in unknown if k not in (WINDOW_KEY, FILTERBANK_KEY)]
     if unknown:
         raise CheckpointError(f"{path.name}: unexpected preprocessor tensors {unknown[:3]}")
-    weights = {
-        ("decoder." + key[len("head.") :] if key.startswith("head.") else key): tensor
-        for key, tensor in state_dict.items()
-        if not key.startswith("preprocessor.")
-    }
-    model = ConformerCTC(spec)
-    load_weights(model, weights, path.name)
+    weights = {k: v for k, v in state_dict.items() if not k.startswith("preprocessor.")}
+    model: ConformerCTC | TransducerModel
+    if model_class(cfg) == "rnnt":
+        transducer = transducer_spec(cfg, spec)
+        model = TransducerModel(transducer)
+        load_weights(model, rename_head_keys(weights, GIGAAM_KEYS), path.name)
+        source["architecture"] = describe(spec, transducer)
+    else:
+        model = ConformerCTC(spec)
+        load_weights(model, rename_head_keys(weights, {"head.": "decoder."}), path.name)
+        source["architecture"] = describe(spec)
     model.eval()
-    source["architecture"] = describe(spec)
     source["parameters"] = sum(p.numel() for p in model.parameters())
     return SourceModel.of(description, model)
 
@@ -246,13 +149,21 @@ def gigaam_description(
     tokenizer: Path | None,
     source: dict[str, Any],
 ) -> ModelDescription:
-    """Front end, vocabulary and frame rate of a GigaAM CTC model (a checkpoint's or an
-    exported graph's); ``source`` gains the tokenizer's provenance."""
+    """Front end, vocabulary, frame rate and decoder of a GigaAM model (a checkpoint's or
+    exported graphs'); ``source`` gains the tokenizer's provenance."""
     if frontend.n_mels != spec.feat_in:
         raise CheckpointError(
             f"preprocessor makes {frontend.n_mels} mel bins, encoder.feat_in is {spec.feat_in}"
         )
     vocabulary, token_kind = gigaam_vocabulary(cfg, tokenizer, spec.num_classes, source)
+    transducer = None
+    if model_class(cfg) == "rnnt":
+        head = transducer_spec(cfg, spec)
+        transducer = TransducerConfig(
+            pred_layers=head.pred_layers,
+            pred_hidden=head.pred_hidden,
+            max_symbols_per_step=head.max_symbols_per_step,
+        )
     return ModelDescription(
         family="conformer",
         frontend=frontend,
@@ -260,25 +171,20 @@ def gigaam_description(
         token_kind=token_kind,
         subsampling=spec.subsampling_factor,
         max_window_seconds=CONFORMER_MAX_WINDOW_SECONDS,
+        transducer=transducer,
         source=source,
     )
 
 
 def conformer_spec(cfg: Mapping[str, Any]) -> ConformerSpec:
-    """The ``ConformerSpec`` of a GigaAM cfg; any option we cannot reproduce is refused."""
-    model_class = cfg.get("model_class", "ctc")
-    if model_class != "ctc":
-        raise CheckpointError(f"model_class {model_class!r}: only CTC models are supported")
-    encoder = _section(cfg, "encoder")
-    _require_target(encoder, "encoder", _ENCODER_TARGET)
+    """The ``ConformerSpec`` of a GigaAM cfg (its num_classes: the head's, vocabulary +
+    blank); any option we cannot reproduce is refused."""
+    encoder = section(cfg, "encoder")
+    require_target(encoder, "encoder", _ENCODER_TARGET)
     unknown = sorted(set(encoder) - set(_ENCODER_DEFAULTS) - _ENCODER_IGNORED)
     if unknown:
         raise CheckpointError(f"encoder options {unknown} are not supported")
     options = {**_ENCODER_DEFAULTS, **encoder}
-    head = _section(cfg, "head")
-    _require_target(head, "head", _CTC_HEAD_TARGET)
-    if set(head) - {"_target_", "feat_in", "num_classes"}:
-        raise CheckpointError(f"head options {sorted(head)} are not a CTC head's")
     subsampling = options["subsampling"]
     if subsampling not in ("conv1d", "conv2d"):
         raise CheckpointError(f"encoder.subsampling {subsampling!r} is not supported")
@@ -288,27 +194,23 @@ def conformer_spec(cfg: Mapping[str, Any]) -> ConformerSpec:
     norm = options["conv_norm_type"]
     if norm not in ("batch_norm", "layer_norm"):
         raise CheckpointError(f"encoder.conv_norm_type {norm!r} is not supported")
-    d_model = _int(options, "d_model")
-    if _int(head, "feat_in", d_model) != d_model:
-        raise CheckpointError(f"head.feat_in {head['feat_in']} != encoder.d_model {d_model}")
-    if "num_classes" not in head:
-        raise CheckpointError("cfg.head has no num_classes")
+    d_model = integer(options, "d_model")
     return ConformerSpec(
-        feat_in=_int(options, "feat_in"),
-        n_layers=_int(options, "n_layers"),
+        feat_in=integer(options, "feat_in"),
+        n_layers=integer(options, "n_layers"),
         d_model=d_model,
-        n_heads=_int(options, "n_heads"),
-        num_classes=_int(head, "num_classes"),
-        ff_expansion_factor=_int(options, "ff_expansion_factor"),
-        conv_kernel_size=_int(options, "conv_kernel_size"),
+        n_heads=integer(options, "n_heads"),
+        num_classes=head_classes(cfg, d_model),
+        ff_expansion_factor=integer(options, "ff_expansion_factor"),
+        conv_kernel_size=integer(options, "conv_kernel_size"),
         conv_norm=norm,
         attention=attention,
         xscaling=False,  # GigaAM's positional modules do not scale the input
         subsampling=subsampling,
-        subsampling_factor=_int(options, "subsampling_factor"),
-        subsampling_kernel=_int(options, "subs_kernel_size"),
+        subsampling_factor=integer(options, "subsampling_factor"),
+        subsampling_kernel=integer(options, "subs_kernel_size"),
         subsampling_channels=-1,  # upstream: conv_channels = d_model
-        pos_emb_max_len=_int(options, "pos_emb_max_len"),
+        pos_emb_max_len=integer(options, "pos_emb_max_len"),
     )
 
 
@@ -321,8 +223,8 @@ def frontend_config(cfg: Mapping[str, Any], state_dict: Mapping[str, Tensor]) ->
 
 def frontend_from_cfg(cfg: Mapping[str, Any]) -> GigaamMelConfig:
     """The front end a cfg's preprocessor section describes (bf16_buffers not decided)."""
-    pre = _section(cfg, "preprocessor")
-    _require_target(pre, "preprocessor", _PREPROCESSOR_TARGET)
+    pre = section(cfg, "preprocessor")
+    require_target(pre, "preprocessor", _PREPROCESSOR_TARGET)
     unknown = sorted(set(pre) - _PREPROCESSOR_KEYS)
     if unknown:
         raise CheckpointError(f"preprocessor options {unknown} are not supported")
@@ -331,8 +233,8 @@ def frontend_from_cfg(cfg: Mapping[str, Any]) -> GigaamMelConfig:
             f"preprocessor mel_scale={pre.get('mel_scale')!r} mel_norm={pre.get('mel_norm')!r}: "
             "only the HTK scale without filterbank norm (torchaudio's default) is supported"
         )
-    rate = _int(pre, "sample_rate", _int(cfg, "sample_rate", 16000))
-    if _int(cfg, "sample_rate", rate) != rate:
+    rate = integer(pre, "sample_rate", integer(cfg, "sample_rate", 16000))
+    if integer(cfg, "sample_rate", rate) != rate:
         raise CheckpointError(f"cfg.sample_rate {cfg['sample_rate']} != preprocessor's {rate}")
     center = pre.get("center", True)
     if not isinstance(center, bool):
@@ -340,10 +242,10 @@ def frontend_from_cfg(cfg: Mapping[str, Any]) -> GigaamMelConfig:
     try:
         config = GigaamMelConfig(
             sample_rate=rate,
-            n_fft=_int(pre, "n_fft", rate // 40),
-            win_length=_int(pre, "win_length", rate // 40),
-            hop_length=_int(pre, "hop_length", rate // 100),
-            n_mels=_int(pre, "features"),
+            n_fft=integer(pre, "n_fft", rate // 40),
+            win_length=integer(pre, "win_length", rate // 40),
+            hop_length=integer(pre, "hop_length", rate // 100),
+            n_mels=integer(pre, "features"),
             center=center,
         )
     except BundleError as exc:
@@ -369,14 +271,22 @@ def _check_stored_buffers(
     return GigaamMelConfig(**{**vars(config), "bf16_buffers": True in rounding})
 
 
-def describe(spec: ConformerSpec) -> str:
+def describe(spec: ConformerSpec, transducer: TransducerSpec | None = None) -> str:
     attention = "rotary" if spec.attention == "rotary" else "relative-position"
-    return (
-        f"GigaAM Conformer-CTC: {spec.n_layers} layers, d_model {spec.d_model}, "
+    head = "CTC" if transducer is None else "RNNT"
+    text = (
+        f"GigaAM Conformer-{head}: {spec.n_layers} layers, d_model {spec.d_model}, "
         f"{spec.n_heads} heads, {attention} attention, {spec.subsampling} subsampling "
         f"x{spec.subsampling_factor} (kernel {spec.subsampling_kernel}), conv kernel "
         f"{spec.conv_kernel_size} with {spec.conv_norm}, {spec.num_classes} classes"
     )
+    if transducer is not None:
+        text += (
+            f"; prediction network LSTM {transducer.pred_layers}x{transducer.pred_hidden}, "
+            f"joint {transducer.joint_hidden}, at most {transducer.max_symbols_per_step} "
+            "symbols per frame"
+        )
+    return text
 
 
 def _buffer_rounding(key: str, stored: Tensor, expected: Tensor) -> set[bool]:
@@ -409,8 +319,7 @@ def _buffer_rounding(key: str, stored: Tensor, expected: Tensor) -> set[bool]:
 def gigaam_vocabulary(
     cfg: Mapping[str, Any], tokenizer: Path | None, num_classes: int, source: dict[str, Any]
 ) -> tuple[Vocabulary, TokenKind]:
-    decoding = _section(cfg, "decoding")
-    _require_target(decoding, "decoding", _CTC_DECODING_TARGET)
+    decoding = decoding_section(cfg)
     labels = decoding.get("vocabulary")
     if decoding.get("model_path") or not labels:
         if tokenizer is None:
@@ -420,7 +329,7 @@ def gigaam_vocabulary(
             )
         vocabulary = sentencepiece_vocabulary(tokenizer)
         source["tokenizer"] = tokenizer.name
-        source["tokenizer_sha256"] = _digests(tokenizer)[0]
+        source["tokenizer_sha256"] = file_digests(tokenizer)[0]
         kind: TokenKind = "sentencepiece"
     else:
         if tokenizer is not None:
@@ -433,15 +342,16 @@ def gigaam_vocabulary(
         kind = "char"
     if len(vocabulary) != num_classes:
         raise CheckpointError(
-            f"head.num_classes is {num_classes}, but the vocabulary has {len(vocabulary) - 1} "
+            f"the head's num_classes is {num_classes}, but the vocabulary has "
+            f"{len(vocabulary) - 1} "
             "tokens plus the blank"
         )
     return vocabulary, kind
 
 
 def sentencepiece_vocabulary(path: Path) -> Vocabulary:
-    """The tokenizer's pieces for ids 0..N-1, then the blank (N), as upstream
-    CTCGreedyDecoding."""
+    """The tokenizer's pieces for ids 0..N-1, then the blank (N), as upstream's greedy
+    decodings."""
     try:
         model = path.read_bytes()
     except OSError as exc:
@@ -470,8 +380,8 @@ def _fine_tuned(
     if "cfg" not in base_loaded:
         raise CheckpointError(f"base {base} holds no cfg: give the published checkpoint")
     cfg = _plain_config(base_loaded["cfg"], base)
-    base_sha256, base_md5 = _digests(base)
-    known = cfg.get("model_name") or _release_by_md5(base_md5)
+    base_sha256, base_md5 = file_digests(base)
+    known = cfg.get("model_name") or release_by_md5(base_md5)
     if known is not None and resolve_release_name(str(known)) != base_name:
         raise CheckpointError(
             f"{path.name} was fine-tuned from {base_name!r}, but the base is {known!r}"
@@ -528,37 +438,3 @@ def _tensors(state_dict: Any, path: Path) -> dict[str, Tensor]:
     ):
         raise CheckpointError(f"{path}: state_dict is not a mapping of tensors")
     return {str(k): v for k, v in state_dict.items()}
-
-
-def _section(cfg: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    section = cfg.get(name)
-    if not isinstance(section, Mapping):
-        raise CheckpointError(f"cfg has no {name!r} section")
-    return section
-
-
-def _require_target(section: Mapping[str, Any], name: str, target: str) -> None:
-    found = section.get("_target_", target)
-    if found != target:
-        raise CheckpointError(f"cfg.{name} is {found!r}; only {target} is supported")
-
-
-def _int(section: Mapping[str, Any], key: str, default: int | None = None) -> int:
-    value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise CheckpointError(f"cfg option {key}={value!r} is not an integer")
-    return value
-
-
-def _digests(path: Path) -> tuple[str, str]:
-    """sha256 and MD5 of a file in one pass (upstream identifies releases by MD5)."""
-    sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            sha256.update(chunk)
-            md5.update(chunk)
-    return sha256.hexdigest(), md5.hexdigest()
-
-
-def _release_by_md5(md5: str) -> str | None:
-    return next((r.name for r in GIGAAM_RELEASES.values() if r.md5 == md5), None)

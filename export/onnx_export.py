@@ -1,4 +1,5 @@
-"""PyTorch → ONNX (fp32) with a dynamic batch and time axis.
+"""PyTorch → ONNX (fp32) with a dynamic batch and time axis: a CTC model as one graph, a
+transducer as three (encoder, prediction-network step, joint).
 
 QuartzNet's batch norms are folded into the convolution before them first: inference maths
 is unchanged (eval-mode BN is an affine map per channel) and the quantiser then sees plain
@@ -11,11 +12,14 @@ from __future__ import annotations
 import copy
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
-from torch import nn
+from asr.config import TransducerConfig
+from torch import Tensor, nn
 
 from .quartznet import MaskedConv1d, QuartzNetCTC
+from .transducer import TransducerModel
 
 INPUT_NAMES = ("features", "feature_lengths")
 OUTPUT_NAMES = ("log_probs", "encoded_lengths")
@@ -59,16 +63,117 @@ def export_onnx(model: nn.Module, path: Path, *, n_mels: int, example_frames: in
         "log_probs": {0: "batch", 1: "encoded_frames"},
         "encoded_lengths": {0: "batch"},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _export(
+        _Graph(
+            folded, (features, lengths), path, list(INPUT_NAMES), list(OUTPUT_NAMES), dynamic_axes
+        )
+    )
+
+
+class _EncoderGraph(nn.Module):
+    """A transducer's encoder as GigaAM exports it: encoded frames [B, D, T']."""
+
+    def __init__(self, model: TransducerModel) -> None:
+        super().__init__()
+        self.encoder = model.encoder
+
+    def forward(self, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        encoded, encoded_lengths = self.encoder(features, lengths)
+        return encoded.transpose(1, 2), encoded_lengths
+
+
+class _DecoderGraph(nn.Module):
+    """One prediction-network step: x [B, 1], h, c [L, B, H] → dec [B, 1, H], h, c."""
+
+    def __init__(self, model: TransducerModel) -> None:
+        super().__init__()
+        self.predictor = model.predictor
+
+    def forward(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        output, h, c = self.predictor(x[:, 0], h, c)
+        return output.unsqueeze(1), h, c
+
+
+class _JointGraph(nn.Module):
+    """enc [B, D, K], dec [B, H, 1] → log-probs [B, K, 1, V]."""
+
+    def __init__(self, model: TransducerModel) -> None:
+        super().__init__()
+        self.joint = model.joint
+
+    def forward(self, enc: Tensor, dec: Tensor) -> Tensor:
+        log_probs: Tensor = self.joint(enc.transpose(1, 2), dec.transpose(1, 2))
+        return log_probs
+
+
+class _Graph(NamedTuple):
+    module: nn.Module
+    example: tuple[Tensor, ...]
+    path: Path
+    input_names: list[str]
+    output_names: list[str]
+    dynamic_axes: dict[str, dict[int, str]]
+
+
+def export_transducer_onnx(
+    model: TransducerModel, encoder_path: Path, config: TransducerConfig, *, n_mels: int
+) -> None:
+    """The encoder at ``encoder_path``; the decoder and joint beside it, under the names
+    and I/O names ``config`` gives (GigaAM's ``to_onnx`` layout)."""
+    model = model.eval()
+    spec = model.spec
+    frames, directory = 400, encoder_path.parent
+    state = torch.zeros(spec.pred_layers, 2, spec.pred_hidden)
+    dec_in, dec_out = config.decoder_inputs, config.decoder_outputs
+    encoder = _Graph(
+        _EncoderGraph(model),
+        (torch.randn(1, n_mels, frames), torch.tensor([frames], dtype=torch.int64)),
+        encoder_path,
+        list(INPUT_NAMES),
+        ["encoded", OUTPUT_NAMES[1]],
+        {
+            INPUT_NAMES[0]: {0: "batch", 2: "frames"},
+            INPUT_NAMES[1]: {0: "batch"},
+            "encoded": {0: "batch", 2: "encoded_frames"},
+            OUTPUT_NAMES[1]: {0: "batch"},
+        },
+    )
+    decoder = _Graph(
+        _DecoderGraph(model),
+        (torch.full((2, 1), spec.blank_id, dtype=torch.int64), state, state.clone()),
+        directory / config.decoder_file,
+        list(dec_in),
+        list(dec_out),
+        {dec_in[0]: {0: "batch"}, dec_out[0]: {0: "batch"}}
+        | {name: {1: "batch"} for name in (*dec_in[1:], *dec_out[1:])},
+    )
+    joint = _Graph(
+        _JointGraph(model),
+        (torch.randn(2, spec.encoder.d_model, 3), torch.randn(2, spec.pred_hidden, 1)),
+        directory / config.joint_file,
+        list(config.joint_inputs),
+        [config.joint_output],
+        {
+            config.joint_inputs[0]: {0: "batch", 2: "frames"},
+            config.joint_inputs[1]: {0: "batch"},
+            config.joint_output: {0: "batch", 1: "frames"},
+        },
+    )
+    for graph in (encoder, decoder, joint):
+        _export(graph)
+
+
+def _export(graph: _Graph) -> None:
+    graph.path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
-            folded,
-            (features, lengths),
-            str(path),
-            input_names=list(INPUT_NAMES),
-            output_names=list(OUTPUT_NAMES),
-            dynamic_axes=dynamic_axes,
+            graph.module.eval(),
+            graph.example,
+            str(graph.path),
+            input_names=graph.input_names,
+            output_names=graph.output_names,
+            dynamic_axes=graph.dynamic_axes,
             opset_version=OPSET,
             do_constant_folding=True,
             dynamo=False,

@@ -2,7 +2,9 @@
 
 Every loader (QuartzNet ``.nemo``, GigaAM ``.ckpt``, NeMo Conformer ``.nemo``) hands over a
 ``SourceModel``; an already-exported upstream ONNX graph takes ``export_onnx_bundle``,
-where the fp32 graph itself is the reference.
+where the fp32 graph itself is the reference. A transducer is three graphs: the encoder
+(``model.onnx``, quantised like a CTC model) and its fp32 decoder and joint (one LSTM step
+and two projections: small, and not worth int8's error).
 """
 
 from __future__ import annotations
@@ -15,21 +17,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from asr.acoustic_model import OnnxAcousticModel
 from asr.bundle import CONFIG_FILE, ModelBundle, load_bundle, sha256_of, write_checksums
 from asr.config import BundleConfig, ModelConfig, TokensConfig
 from asr.frontend import make_frontend
 from asr.tokens import Vocabulary
 
-from .onnx_export import export_onnx
+from .onnx_export import export_onnx, export_transducer_onnx
 from .quantize import CONFORMER_SCHEME, DEFAULT_SCHEME, QuantizationScheme, quantize
 from .quartznet import CheckpointError
 from .source_model import ModelDescription, SourceModel
-from .verify import Clip, LogProbsFn, Thresholds, VerificationReport, torch_log_probs, verify
+from .transducer import TransducerModel
+from .verify import Clip, Thresholds, VerificationReport, verify
+from .verify_systems import System, onnx_system, torch_system
 
 Step = Callable[[str], None]
 
@@ -79,12 +81,18 @@ def export_bundle(
     config = _bundle_config(source, options, {"parameters": source.parameters})
 
     def write_fp32(path: Path) -> None:
-        step("exporting ONNX (fp32, dynamic time axis)")
-        export_onnx(model, path, n_mels=source.frontend.n_mels)
+        n_mels = source.frontend.n_mels
+        if isinstance(model, TransducerModel):
+            assert config.transducer is not None
+            step("exporting ONNX (fp32): encoder, prediction network step, joint")
+            export_transducer_onnx(model, path, config.transducer, n_mels=n_mels)
+        else:
+            step("exporting ONNX (fp32, dynamic time axis)")
+            export_onnx(model, path, n_mels=n_mels)
 
     return _build(
         config, source.vocabulary, out_dir, clips, options, write_fp32=write_fp32,
-        reference=torch_log_probs(model), step=step, on_clip=on_clip,
+        reference=torch_system(source), step=step, on_clip=on_clip,
     )  # fmt: skip
 
 
@@ -169,10 +177,13 @@ def _bundle_config(
         frontend=source.frontend,
         model=ModelConfig(
             file="model.onnx",
+            log_probs_output="log_probs" if source.transducer is None else "encoded",
+            output="log_probs" if source.transducer is None else "encoded",
             subsampling=source.subsampling,
             precision="int8" if options.precision == "int8" else "fp32",
             max_window_seconds=source.max_window_seconds,
         ),
+        transducer=source.transducer,
         tokens=TokensConfig(
             file="tokens.txt", kind=source.token_kind, blank_id=source.vocabulary.blank_id
         ),
@@ -196,7 +207,7 @@ def _build(
     options: ExportOptions,
     *,
     write_fp32: Callable[[Path], None],
-    reference: LogProbsFn | None,
+    reference: System | None,
     step: Step,
     on_clip: Callable[[Clip], object],
 ) -> ModelBundle:
@@ -207,7 +218,7 @@ def _build(
         stage = Path(tmp)
         fp32_path, int8_path = stage / "model.fp32.onnx", stage / "model.int8.onnx"
         write_fp32(fp32_path)
-        fp32 = _onnx_log_probs(fp32_path, config, vocabulary)
+        fp32 = _staged_system(fp32_path, config, vocabulary)
         step(f"quantizing to int8 ({scheme.name})")
         calibration = (
             [frontend(clip.samples) for clip in clips[:CALIBRATION_CLIPS]]
@@ -223,11 +234,9 @@ def _build(
         report = verify(
             clips,
             frontend,
-            vocabulary,
-            config.frame_seconds,
             reference=reference or fp32,
             fp32=fp32,
-            int8=_onnx_log_probs(int8_path, config, vocabulary),
+            int8=_staged_system(int8_path, config, vocabulary),
             thresholds=options.thresholds,
             progress=on_clip,
         )
@@ -242,6 +251,9 @@ def _build(
         bundle_dir.mkdir()
         chosen = int8_path if options.precision == "int8" else fp32_path
         shutil.copyfile(chosen, bundle_dir / config.model.file)
+        if config.transducer is not None:
+            for name in (config.transducer.decoder_file, config.transducer.joint_file):
+                shutil.copyfile(stage / name, bundle_dir / name)
         vocabulary.write(bundle_dir / config.tokens.file)
         (bundle_dir / config.verification_file).write_text(
             json.dumps(report_data, ensure_ascii=False, indent=2), encoding="utf-8"
@@ -257,8 +269,7 @@ def _build(
     return replace(staged, root=out_dir)
 
 
-def _onnx_log_probs(
-    path: Path, config: BundleConfig, vocabulary: Vocabulary
-) -> Callable[[np.ndarray], np.ndarray]:
+def _staged_system(path: Path, config: BundleConfig, vocabulary: Vocabulary) -> System:
+    """The staged graphs as the runtime will run them, with ``path`` as model.onnx."""
     config = replace(config, model=replace(config.model, file=path.name))
-    return OnnxAcousticModel(ModelBundle(path.parent, config, vocabulary, {}), threads=1)
+    return onnx_system(ModelBundle(path.parent, config, vocabulary, {}))

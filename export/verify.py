@@ -2,8 +2,9 @@
 
 Three comparisons on the verification clips, each with a threshold:
 
-1. PyTorch vs ONNX fp32: max |Δ log-prob| over frames where either model gives the class
-   a probability above 1e-6 (far tails differ by rounding only and decide nothing).
+1. PyTorch vs ONNX fp32: max |Δ log-prob| where either model gives the class a probability
+   above 1e-6 (far tails differ by rounding only and decide nothing) — per frame for CTC,
+   for a transducer at every joint step of PyTorch's greedy path (``export.verify_systems``).
 2. fp32 vs int8 greedy tokens: agreement = 1 − edit distance / fp32 token count, pooled.
 3. fp32 vs int8 CER: against the references where clips have them (delta in points),
    and int8 against fp32 transcripts everywhere.
@@ -17,13 +18,11 @@ from typing import Any
 
 import jiwer
 import numpy as np
-import torch
-from asr.ctc import greedy_decode
 from asr.frontend import Frontend
-from asr.tokens import Vocabulary
 from rapidfuzz.distance import Levenshtein
 
-LogProbsFn = Callable[[np.ndarray], np.ndarray]
+from .verify_systems import System
+
 TAIL_LOG_PROB = float(np.log(1e-6))
 
 
@@ -78,26 +77,13 @@ class VerificationReport:
         }
 
 
-def torch_log_probs(model: torch.nn.Module) -> LogProbsFn:
-    def run(features: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            batch = torch.from_numpy(features[None].astype(np.float32))
-            lengths = torch.tensor([features.shape[1]], dtype=torch.int64)
-            log_probs, _ = model(batch, lengths)
-        return np.asarray(log_probs[0].numpy(), dtype=np.float32)
-
-    return run
-
-
 def verify(
     clips: Sequence[Clip],
     frontend: Frontend,
-    vocabulary: Vocabulary,
-    frame_seconds: float,
     *,
-    reference: LogProbsFn,
-    fp32: LogProbsFn,
-    int8: LogProbsFn,
+    reference: System,
+    fp32: System,
+    int8: System,
     thresholds: Thresholds,
     progress: Callable[[Clip], object] = lambda clip: None,
 ) -> VerificationReport:
@@ -107,23 +93,20 @@ def verify(
         return report
     for clip in clips:
         features = frontend(clip.samples)
-        outputs = [run(features) for run in (reference, fp32, int8)]
-        texts, tokens = [], []
-        for log_probs in outputs:
-            hypothesis = greedy_decode(log_probs, vocabulary, frame_seconds)
-            texts.append(hypothesis.text)
-            tokens.append(hypothesis.token_ids)
+        original, exported, quantized = (system.run(features) for system in (reference, fp32, int8))
         report.clips.append(
             ClipReport(
                 name=clip.name,
                 origin=clip.origin,
                 seconds=round(clip.samples.size / frontend.config.sample_rate, 3),
-                fp32_logprob_diff=_logprob_diff(outputs[0], outputs[1]),
-                text_torch=texts[0],
-                text_fp32=texts[1],
-                text_int8=texts[2],
-                token_errors=edit_distance(tokens[1], tokens[2]),
-                fp32_tokens=len(tokens[1]),
+                fp32_logprob_diff=_logprob_diff(
+                    original.log_probs, fp32.log_probs_on(features, original)
+                ),
+                text_torch=original.text,
+                text_fp32=exported.text,
+                text_int8=quantized.text,
+                token_errors=edit_distance(exported.token_ids, quantized.token_ids),
+                fp32_tokens=len(exported.token_ids),
                 reference=clip.reference,
             )
         )

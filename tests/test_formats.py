@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 import srt  # type: ignore[import-untyped]  # no stubs or py.typed
 import webvtt
-from asr.ctc import Word
 from asr.errors import InvalidRequest, stable_codes
 from asr.formats import (
     EXTENSIONS,
@@ -29,6 +28,7 @@ from asr.formats import (
     subtitle_cues,
 )
 from asr.transcribe import Segment, Transcriber, Transcript
+from asr.words import Word
 from asr_service.output_selection import format_from_accept, requested_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -18,12 +18,12 @@ from torch import Tensor
 
 from export.conformer import ConformerCTC
 from export.download import DownloadError
-from export.gigaam import (
+from export.gigaam import load_gigaam
+from export.gigaam_releases import (
     GIGAAM_CDN,
     GIGAAM_RELEASES,
     GigaamRelease,
     download_gigaam,
-    load_gigaam,
     resolve_release_name,
 )
 from export.quartznet import CheckpointError
@@ -375,7 +375,7 @@ def test_fine_tuned_checkpoint_needs_the_right_base(tmp_path: Path) -> None:
     other_cfg = v3_cfg(d_model=64)
     del other_cfg["model_name"]
     other = write(tmp_path, other_cfg, "other.ckpt")
-    with pytest.raises(CheckpointError, match="does not match the Conformer"):
+    with pytest.raises(CheckpointError, match="does not match the ConformerCTC"):
         load_gigaam(tuned, base=other)
 
 
@@ -517,7 +517,8 @@ def test_mismatched_preprocessor_buffers(tmp_path: Path) -> None:
         ("head", "_target_", "gigaam.decoder.RNNTHead", "only gigaam.decoder.CTCHead"),
         ("head", "feat_in", 64, "head.feat_in 64 != encoder.d_model 96"),
         ("decoding", "_target_", "gigaam.decoding.RNNTGreedyDecoding", "CTCGreedyDecoding"),
-        (None, "model_class", "rnnt", "only CTC models"),
+        (None, "model_class", "ssl", "only ASR models"),
+        (None, "model_class", "rnnt", "only gigaam.decoder.RNNTHead"),
         (None, "sample_rate", 8000, "cfg.sample_rate 8000"),
     ],
 )
@@ -578,8 +579,8 @@ def test_download_tokenizer_sha256_is_checked_when_given(tmp_path: Path, tokeniz
 
 
 def test_download_by_unknown_name(tmp_path: Path) -> None:
-    with pytest.raises(DownloadError, match="unknown GigaAM CTC model 'v3_rnnt'"):
-        download_gigaam("v3_rnnt", tmp_path)
+    with pytest.raises(DownloadError, match="unknown GigaAM model 'v3_ssl'"):
+        download_gigaam("v3_ssl", tmp_path)
 
 
 def test_registry_has_upstream_names_and_md5s() -> None:

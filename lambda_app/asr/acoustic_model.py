@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -27,45 +28,65 @@ def default_threads() -> int:
     return available_cpus()
 
 
+def onnx_session(path: Path, threads: int) -> ort.InferenceSession:
+    """A CPU session with ``threads`` intra-op threads, fully optimised, quiet."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise BundleError(f"onnxruntime cannot load {path.name}: {exc}") from exc
+
+
+def require_names(
+    session: ort.InferenceSession, file: str, inputs: Sequence[str], outputs: Sequence[str]
+) -> None:
+    """A bundle's graph must have the inputs and outputs its config names."""
+    have_inputs = {i.name for i in session.get_inputs()}
+    have_outputs = {o.name for o in session.get_outputs()}
+    for name in inputs:
+        if name not in have_inputs:
+            raise BundleError(f"{file} has no input {name!r} (has {sorted(have_inputs)})")
+    for name in outputs:
+        if name not in have_outputs:
+            raise BundleError(f"{file} has no output {name!r} (has {sorted(have_outputs)})")
+
+
 class OnnxAcousticModel:
+    """The bundle's model.onnx: CTC log-probs, or a transducer's encoded frames."""
+
     def __init__(self, bundle: ModelBundle, threads: int | None = None) -> None:
         io = bundle.config.model
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or default_threads()
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        try:
-            self._session = ort.InferenceSession(
-                str(bundle.model_path), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise BundleError(f"onnxruntime cannot load {bundle.model_path.name}: {exc}") from exc
-        inputs = {i.name for i in self._session.get_inputs()}
-        outputs = {o.name for o in self._session.get_outputs()}
-        for name in (io.features_input, io.lengths_input):
-            if name not in inputs:
-                raise BundleError(f"{io.file} has no input {name!r} (has {sorted(inputs)})")
-        if io.log_probs_output not in outputs:
-            raise BundleError(f"{io.file} has no output {io.log_probs_output!r}")
-        classes = self._session.get_outputs()
-        vocab_dim = next(o.shape[-1] for o in classes if o.name == io.log_probs_output)
-        if isinstance(vocab_dim, int) and vocab_dim != len(bundle.vocabulary):
-            raise BundleError(
-                f"{io.file} emits {vocab_dim} classes but tokens.txt has {len(bundle.vocabulary)}"
-            )
+        self._session = onnx_session(bundle.model_path, threads or default_threads())
+        require_names(
+            self._session, io.file, (io.features_input, io.lengths_input), (io.log_probs_output,)
+        )
+        if io.output == "log_probs":
+            classes = self._session.get_outputs()
+            vocab_dim = next(o.shape[-1] for o in classes if o.name == io.log_probs_output)
+            if isinstance(vocab_dim, int) and vocab_dim != len(bundle.vocabulary):
+                raise BundleError(
+                    f"{io.file} emits {vocab_dim} classes but tokens.txt has "
+                    f"{len(bundle.vocabulary)}"
+                )
         self._io = io
+        outputs = {o.name for o in self._session.get_outputs()}
         self._has_lengths_output = io.lengths_output in outputs
-        self.threads = options.intra_op_num_threads
+        self.threads = self._session.get_session_options().intra_op_num_threads
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
-        """features [n_mels, T] float32 → log_probs [T', V] float32 for one utterance."""
+        """features [n_mels, T] float32 → [T', V] log-probs (or [T', D] encoded frames)
+        float32 for one utterance."""
         return self.batch([features])[0]
 
     def batch(self, features: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Several utterances' features [n_mels, T_i] in one run (zero-padded to the longest,
-        with their lengths: the graphs mask the padding) → log_probs [T'_i, V] each."""
+        with their lengths: the graphs mask the padding) → [T'_i, V] log-probs (or
+        [T'_i, D] encoded frames) each."""
         if not features:
             return []
         longest = max(f.shape[1] for f in features)
@@ -79,6 +100,8 @@ class OnnxAcousticModel:
         log_probs, *rest = self._session.run(
             outputs, {self._io.features_input: batch, self._io.lengths_input: lengths}
         )
+        if self._io.output == "encoded":  # [B, D, T'] → [B, T', D]
+            log_probs = log_probs.transpose(0, 2, 1)
         if rest:
             valid = [int(n) for n in np.asarray(rest[0]).reshape(-1)]
         else:  # the frames each utterance fills, by the same subsampling ratio

@@ -1,7 +1,10 @@
 """The model bundle: a directory the export step writes and the runtime serves.
 
     config.json        BundleConfig (front end, model I/O names, tokens, family)
-    model.onnx         the acoustic model (int8 unless exported otherwise)
+    model.onnx         the acoustic model (int8 unless exported otherwise): CTC log-probs,
+                       or a transducer's encoder
+    decoder.onnx       transducers only: the prediction network (one LSTM step)
+    joint.onnx         transducers only: the joint network
     tokens.txt         the token list, blank included
     verification.json  the export's verification report (must say it passed)
     SHA256SUMS         sha256 of every other file, ``sha256sum`` format
@@ -50,7 +53,10 @@ def sha256_of(path: Path) -> str:
 
 def bundle_files(config: BundleConfig) -> list[str]:
     """Every file a bundle must hold besides its checksum list."""
-    return [CONFIG_FILE, config.model.file, config.tokens.file, config.verification_file]
+    files = [CONFIG_FILE, config.model.file, config.tokens.file, config.verification_file]
+    if config.transducer is not None:
+        files += [config.transducer.decoder_file, config.transducer.joint_file]
+    return files
 
 
 def write_checksums(root: Path, config: BundleConfig) -> None:

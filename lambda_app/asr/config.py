@@ -99,15 +99,23 @@ class GigaamMelConfig:
 AnyFrontendConfig = FrontendConfig | GigaamMelConfig
 
 
+# "log_probs": CTC log-probs [B, T', V]; "encoded": encoder frames [B, D, T'] (GigaAM's
+# and NeMo's encoder layout) that a transducer's prediction network and joint decode.
+ModelOutput = Literal["log_probs", "encoded"]
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """The ONNX acoustic model: features [B, n_mels, T] + lengths [B] → log-probs [B, T', V]."""
+    """The ONNX acoustic model: features [B, n_mels, T] + lengths [B] → log-probs [B, T', V]
+    (CTC) or encoded frames [B, D, T'] (a transducer's encoder), + lengths [B]."""
 
     file: str = "model.onnx"
     features_input: str = "features"
     lengths_input: str = "feature_lengths"
+    # The graph's main output: log-probs, or the encoded frames (``output``).
     log_probs_output: str = "log_probs"
     lengths_output: str = "encoded_lengths"
+    output: ModelOutput = "log_probs"
     # Frames of features per output frame (QuartzNet 2, Conformer 4, FastConformer 8).
     subsampling: int = 2
     precision: Literal["int8", "fp32"] = "int8"
@@ -117,11 +125,44 @@ class ModelConfig:
     max_window_seconds: float | None = None
 
     def __post_init__(self) -> None:
+        _require(self.output in ("log_probs", "encoded"), "model.output: log_probs or encoded")
         _require(self.subsampling >= 1, "model.subsampling must be >= 1")
         _require(
             self.max_window_seconds is None or self.max_window_seconds >= 1.0,
             "model.max_window_seconds must be at least 1 s",
         )
+
+
+@dataclass(frozen=True)
+class TransducerConfig:
+    """An RNN-T's prediction network and joint (GigaAM RNNTHead; NeMo RNNTDecoder and
+    RNNTJoint) as two ONNX graphs, in the layout of GigaAM's ``to_onnx``:
+
+    - decoder, one LSTM step: label [B, 1] int64, h [L, B, H], c [L, B, H] →
+      output [B, 1, H], h, c. The blank label is the start of the sequence (a zero input);
+    - joint: encoder frames [B, D, K], decoder output [B, H, 1] → log-probs [B, K, 1, V].
+
+    Greedy decoding emits at most ``max_symbols_per_step`` tokens per encoder frame.
+    """
+
+    pred_layers: int
+    pred_hidden: int
+    max_symbols_per_step: int = 10
+    decoder_file: str = "decoder.onnx"
+    joint_file: str = "joint.onnx"
+    decoder_inputs: tuple[str, str, str] = ("x", "hi", "ci")
+    decoder_outputs: tuple[str, str, str] = ("dec", "ho", "co")
+    joint_inputs: tuple[str, str] = ("enc", "dec")
+    joint_output: str = "joint"
+
+    def __post_init__(self) -> None:
+        _require(self.pred_layers >= 1 and self.pred_hidden >= 1, "transducer sizes must be >= 1")
+        _require(self.max_symbols_per_step >= 1, "transducer.max_symbols_per_step must be >= 1")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TransducerConfig:
+        lists = {k: tuple(v) for k, v in data.items() if isinstance(v, list)}
+        return cls(**{**data, **lists})
 
 
 @dataclass(frozen=True)
@@ -138,6 +179,8 @@ class BundleConfig:
     frontend: AnyFrontendConfig
     model: ModelConfig
     tokens: TokensConfig
+    # An RNN-T's decoder and joint; None: the model's log-probs are decoded as CTC.
+    transducer: TransducerConfig | None = None
     format_version: int = BUNDLE_FORMAT_VERSION
     verification_file: str = "verification.json"
     checksums_file: str = "SHA256SUMS"
@@ -170,8 +213,14 @@ class BundleConfig:
             frontend = frontend_config_from_dict(_section(data, "frontend"))
             model = ModelConfig(**_section(data, "model"))
             tokens = TokensConfig(**_section(data, "tokens"))
-            extra = {k: v for k, v in data.items() if k not in {"frontend", "model", "tokens"}}
-            config = cls(frontend=frontend, model=model, tokens=tokens, **extra)
+            transducer = data.get("transducer")
+            if transducer is not None:
+                transducer = TransducerConfig.from_dict(_section(data, "transducer"))
+            sections = {"frontend", "model", "tokens", "transducer"}
+            extra = {k: v for k, v in data.items() if k not in sections}
+            config = cls(
+                frontend=frontend, model=model, tokens=tokens, transducer=transducer, **extra
+            )
         except TypeError as exc:  # unknown or missing keys
             raise BundleError(f"config.json does not match the bundle schema: {exc}") from exc
         if config.family not in MODEL_FAMILIES:
@@ -180,6 +229,11 @@ class BundleConfig:
             raise BundleError(f"config.json names an unknown token kind {config.tokens.kind!r}")
         if not config.model_id or not isinstance(config.model_id, str):
             raise BundleError("config.json needs a non-empty model_id")
+        if (config.model.output == "encoded") != (config.transducer is not None):
+            raise BundleError(
+                "config.json: a model that outputs encoded frames needs a transducer section, "
+                "and a transducer needs them"
+            )
         return config
 
 

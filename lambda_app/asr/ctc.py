@@ -6,32 +6,15 @@ non-blank token emits that token once (CTC collapse: repeats merge, blanks separ
 - token time: from the run's first frame to the end of its last frame;
 - token confidence: the highest softmax probability within its run (NeMo's "max_prob"
   measure taken where the token fires);
-- word confidence: the lowest of its tokens' confidences (NeMo's "min" aggregation), so
-  one doubtful letter marks the word as doubtful.
+- words and their confidences: ``asr.words``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from .tokens import Vocabulary
-
-
-@dataclass(frozen=True)
-class Word:
-    text: str
-    start: float
-    end: float
-    confidence: float
-
-
-@dataclass(frozen=True)
-class CtcHypothesis:
-    text: str
-    words: tuple[Word, ...]
-    token_ids: tuple[int, ...]
+from .words import EMPTY, Hypothesis, hypothesis
 
 
 def frame_argmax(log_probs: np.ndarray) -> np.ndarray:
@@ -45,13 +28,13 @@ def greedy_decode(
     frame_seconds: float,
     *,
     time_offset: float = 0.0,
-) -> CtcHypothesis:
+) -> Hypothesis:
     """Decode ``log_probs`` [T, V] (log-softmax over V) of one utterance."""
     if log_probs.ndim != 2 or log_probs.shape[1] != len(vocabulary):
         raise ValueError(f"log_probs must be [T, {len(vocabulary)}], got {list(log_probs.shape)}")
     num_frames = log_probs.shape[0]
     if num_frames == 0:
-        return CtcHypothesis("", (), ())
+        return EMPTY
 
     best = frame_argmax(log_probs)
     best_logp = np.take_along_axis(log_probs, best[:, None], axis=1)[:, 0]
@@ -66,45 +49,4 @@ def greedy_decode(
     ends = run_ends[emitted] * frame_seconds + time_offset
     confidences = run_best_prob[emitted]
 
-    words = _group_words(vocabulary, token_ids, starts, ends, confidences)
-    text = " ".join(word.text for word in words)
-    return CtcHypothesis(text, tuple(words), tuple(int(t) for t in token_ids))
-
-
-def _group_words(
-    vocabulary: Vocabulary,
-    token_ids: np.ndarray,
-    starts: np.ndarray,
-    ends: np.ndarray,
-    confidences: np.ndarray,
-) -> list[Word]:
-    """A piece that begins with a space (the char space token, or SentencePiece's "▁")
-    starts a new word."""
-    words: list[Word] = []
-    pieces: list[str] = []
-    first = last = 0
-
-    def close() -> None:
-        if pieces:
-            words.append(
-                Word(
-                    text="".join(pieces),
-                    start=round(float(starts[first]), 3),
-                    end=round(float(ends[last]), 3),
-                    confidence=round(float(confidences[first : last + 1].min()), 4),
-                )
-            )
-            pieces.clear()
-
-    for index, token_id in enumerate(token_ids.tolist()):
-        piece = vocabulary.piece(token_id)
-        if piece.startswith(" "):
-            close()
-            piece = piece.lstrip(" ")
-        if piece:
-            if not pieces:
-                first = index
-            pieces.append(piece)
-            last = index
-    close()
-    return words
+    return hypothesis(vocabulary, token_ids.tolist(), starts, ends, confidences)

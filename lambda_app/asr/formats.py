@@ -29,9 +29,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, get_args
 
-from .ctc import Word
 from .errors import InvalidRequest
 from .transcribe import Segment, Transcript
+from .words import Word
 
 OutputFormat = Literal["json", "text", "srt", "vtt"]
 FORMATS: Final[tuple[OutputFormat, ...]] = get_args(OutputFormat)

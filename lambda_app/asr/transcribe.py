@@ -35,15 +35,16 @@ import numpy as np
 from .acoustic_model import OnnxAcousticModel
 from .audio import DEFAULT_LIMITS, decode_audio_blocks
 from .bundle import ModelBundle, load_bundle
-from .ctc import Word, greedy_decode
 from .deadline import Deadline
 from .errors import AudioTooLong, EmptyAudio, InvalidRequest, NonFiniteAudio
 from .frontend import make_frontend
 from .limits import AudioLimits
 from .pcm import SampleBlocks
 from .resample import resample
+from .search import make_search
 from .vad import VAD_KINDS, SpeechDetector, VadKind, make_detector
 from .windows import plan_segments
+from .words import Word
 
 VAD_ENV: Final = "ASR_VAD"
 # One pass at most for bundles without a cap (QuartzNet: linear in length, but a whole hour
@@ -60,16 +61,18 @@ AudioInput = str | os.PathLike[str] | bytes | bytearray | memoryview | np.ndarra
 
 @dataclass(frozen=True)
 class Timings:
-    """Seconds spent per stage of one transcription; ``features`` includes the VAD."""
+    """Seconds spent per stage of one transcription: audio decoding, features (with the
+    VAD), the acoustic model (a transducer's encoder), and the decoder search (greedy CTC,
+    or the transducer's prediction-network/joint loop)."""
 
     decode: float = 0.0
     features: float = 0.0
     model: float = 0.0
-    ctc: float = 0.0
+    decoder: float = 0.0
 
     @property
     def total(self) -> float:
-        return self.decode + self.features + self.model + self.ctc
+        return self.decode + self.features + self.model + self.decoder
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ class Segment:
     end: float
     text: str
     words: tuple[Word, ...]
-    token_ids: tuple[int, ...] = ()  # greedy CTC output (evaluation compares systems by it)
+    token_ids: tuple[int, ...] = ()  # the decoder's tokens (evaluation compares systems by them)
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ class Transcriber:
         self.bundle = bundle
         self.frontend = make_frontend(bundle.config.frontend)
         self.model = OnnxAcousticModel(bundle, threads=threads)
+        self.search = make_search(bundle)
         self.vad_kind = vad or _vad_from_env()
         if self.vad_kind not in VAD_KINDS:
             raise ValueError(f"unknown VAD {self.vad_kind!r}; choose one of {VAD_KINDS}")
@@ -197,7 +201,7 @@ class Transcriber:
                 decode=timings.decode,
                 features=timings.features + spent.features,
                 model=timings.model + spent.model,
-                ctc=timings.ctc + spent.ctc,
+                decoder=timings.decoder + spent.decoder,
             )
             recognised = recognised or bool(results)
             segments.extend(results)
@@ -232,8 +236,8 @@ class Transcriber:
     def _recognise(
         self, signal: SampleBlocks, spans: Sequence[tuple[int, int]], deadline: Deadline | None
     ) -> tuple[list[Segment], Timings]:
-        """Features → acoustic model (one batch) → greedy CTC for ``spans`` of ``signal``.
-        Spans shorter than one feature frame give nothing."""
+        """Features → acoustic model (one batch) → decoder search for ``spans`` of
+        ``signal``. Spans shorter than one feature frame give nothing."""
         started = time.perf_counter()
         features: list[np.ndarray] = []
         kept: list[tuple[int, int]] = []
@@ -249,17 +253,12 @@ class Transcriber:
             return [], Timings(features=features_at - started)
         if deadline is not None:
             deadline.check("transcription")
-        log_probs = self.model.batch(features)
+        outputs = self.model.batch(features)
         del features
         model_at = time.perf_counter()
+        hypotheses = self.search(outputs, [start / self.sample_rate for start, _ in kept])
         segments = []
-        for (start, stop), item in zip(kept, log_probs, strict=True):
-            hypothesis = greedy_decode(
-                item,
-                self.bundle.vocabulary,
-                self.bundle.config.frame_seconds,
-                time_offset=start / self.sample_rate,
-            )
+        for (start, stop), hypothesis in zip(kept, hypotheses, strict=True):
             segments.append(
                 Segment(
                     start=start / self.sample_rate,
@@ -272,7 +271,7 @@ class Transcriber:
         spent = Timings(
             features=features_at - started,
             model=model_at - features_at,
-            ctc=time.perf_counter() - model_at,
+            decoder=time.perf_counter() - model_at,
         )
         return segments, spent
 

@@ -1,0 +1,144 @@
+"""GigaAM's heads as its cfg describes them: ``CTCHead``, or ``RNNTHead`` (an
+``RNNTDecoder`` prediction network and an ``RNNTJoint``), with their decoding sections.
+
+``cfg.model_class`` says which ("ctc" when absent: v1/v2-era CTC cfgs have none). An RNNT
+cfg (upstream gigaam/decoder.py)::
+
+    head: {_target_: gigaam.decoder.RNNTHead,
+           decoder: {pred_hidden, pred_rnn_layers, num_classes},
+           joint: {enc_hidden, pred_hidden, joint_hidden, num_classes}}
+    decoding: {_target_: gigaam.decoding.RNNTGreedyDecoding, vocabulary | model_path,
+               max_symbols_per_step (default 10)}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from .conformer import ConformerSpec
+from .quartznet import CheckpointError
+from .transducer import TransducerSpec
+
+ModelClass = Literal["ctc", "rnnt"]
+HEAD_TARGETS: dict[ModelClass, str] = {
+    "ctc": "gigaam.decoder.CTCHead",
+    "rnnt": "gigaam.decoder.RNNTHead",
+}
+DECODING_TARGETS: dict[ModelClass, str] = {
+    "ctc": "gigaam.decoding.CTCGreedyDecoding",
+    "rnnt": "gigaam.decoding.RNNTGreedyDecoding",
+}
+# RNNTGreedyDecoding's default.
+MAX_SYMBOLS_PER_STEP = 10
+_DECODING_KEYS = {"_target_", "vocabulary", "model_path"}
+_RNNT_DECODER_KEYS = {"pred_hidden", "pred_rnn_layers", "num_classes"}
+_RNNT_JOINT_KEYS = {"enc_hidden", "pred_hidden", "joint_hidden", "num_classes"}
+
+
+def model_class(cfg: Mapping[str, Any]) -> ModelClass:
+    value = cfg.get("model_class", "ctc")
+    if value not in HEAD_TARGETS:
+        raise CheckpointError(
+            f"model_class {value!r}: only ASR models (ctc, rnnt) are supported here"
+        )
+    kind: ModelClass = value
+    return kind
+
+
+def head_classes(cfg: Mapping[str, Any], d_model: int) -> int:
+    """The classes the head outputs (vocabulary + blank), after checking the head's cfg."""
+    kind = model_class(cfg)
+    head = section(cfg, "head")
+    require_target(head, "head", HEAD_TARGETS[kind])
+    if kind == "ctc":
+        if set(head) - {"_target_", "feat_in", "num_classes"}:
+            raise CheckpointError(f"head options {sorted(head)} are not a CTC head's")
+        if integer(head, "feat_in", d_model) != d_model:
+            raise CheckpointError(f"head.feat_in {head['feat_in']} != encoder.d_model {d_model}")
+        if "num_classes" not in head:
+            raise CheckpointError("cfg.head has no num_classes")
+        return integer(head, "num_classes")
+    decoder, joint = _rnnt_sections(head)
+    classes = integer(joint, "num_classes")
+    if integer(decoder, "num_classes") != classes:
+        raise CheckpointError(
+            f"head.decoder.num_classes {decoder['num_classes']} != head.joint.num_classes {classes}"
+        )
+    if integer(joint, "enc_hidden") != d_model:
+        raise CheckpointError(f"head.joint.enc_hidden {joint['enc_hidden']} != d_model {d_model}")
+    return classes
+
+
+def transducer_spec(cfg: Mapping[str, Any], encoder: ConformerSpec) -> TransducerSpec:
+    decoder, joint = _rnnt_sections(section(cfg, "head"))
+    pred_hidden = integer(decoder, "pred_hidden")
+    if integer(joint, "pred_hidden") != pred_hidden:
+        raise CheckpointError(
+            f"head.joint.pred_hidden {joint['pred_hidden']} != head.decoder.pred_hidden "
+            f"{pred_hidden}"
+        )
+    return TransducerSpec(
+        encoder=encoder,
+        pred_hidden=pred_hidden,
+        pred_layers=integer(decoder, "pred_rnn_layers"),
+        joint_hidden=integer(joint, "joint_hidden"),
+        activation="relu",  # RNNTJoint: Sequential(ReLU(), Linear(...))
+        max_symbols_per_step=max_symbols(cfg),
+    )
+
+
+def decoding_section(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
+    kind = model_class(cfg)
+    decoding = section(cfg, "decoding")
+    require_target(decoding, "decoding", DECODING_TARGETS[kind])
+    allowed = _DECODING_KEYS | ({"max_symbols_per_step"} if kind == "rnnt" else set())
+    unknown = sorted(set(decoding) - allowed)
+    if unknown:
+        raise CheckpointError(f"decoding options {unknown} are not supported")
+    return decoding
+
+
+def max_symbols(cfg: Mapping[str, Any]) -> int:
+    decoding = decoding_section(cfg)
+    value = integer(decoding, "max_symbols_per_step", MAX_SYMBOLS_PER_STEP)
+    if value < 1:
+        raise CheckpointError(f"decoding.max_symbols_per_step {value} must be >= 1")
+    return value
+
+
+def _rnnt_sections(head: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    if set(head) - {"_target_", "decoder", "joint"}:
+        raise CheckpointError(f"head options {sorted(head)} are not an RNNT head's")
+    decoder, joint = section(head, "decoder"), section(head, "joint")
+    for name, part, keys in (
+        ("decoder", decoder, _RNNT_DECODER_KEYS),
+        ("joint", joint, _RNNT_JOINT_KEYS),
+    ):
+        unknown, missing = sorted(set(part) - keys), sorted(keys - set(part))
+        if unknown or missing:
+            raise CheckpointError(
+                f"head.{name}: unsupported options {unknown}, missing {missing} "
+                "(upstream RNNTDecoder/RNNTJoint arguments)"
+            )
+    return decoder, joint
+
+
+def section(cfg: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = cfg.get(name)
+    if not isinstance(value, Mapping):
+        raise CheckpointError(f"cfg has no {name!r} section")
+    return value
+
+
+def require_target(part: Mapping[str, Any], name: str, target: str) -> None:
+    found = part.get("_target_", target)
+    if found != target:
+        raise CheckpointError(f"cfg.{name} is {found!r}; only {target} is supported here")
+
+
+def integer(part: Mapping[str, Any], key: str, default: int | None = None) -> int:
+    value = part.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CheckpointError(f"cfg option {key}={value!r} is not an integer")
+    return value
