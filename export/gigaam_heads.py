@@ -1,7 +1,7 @@
 """GigaAM's heads as its cfg describes them: ``CTCHead``, or ``RNNTHead`` (an
 ``RNNTDecoder`` prediction network and an ``RNNTJoint``), with their decoding sections.
 
-``cfg.model_class`` says which ("ctc" when absent: v1/v2-era CTC cfgs have none). An RNNT
+The head's ``_target_`` says which (``cfg.model_class``, where present, must agree). An RNNT
 cfg (upstream gigaam/decoder.py)::
 
     head: {_target_: gigaam.decoder.RNNTHead,
@@ -37,12 +37,24 @@ _RNNT_JOINT_KEYS = {"enc_hidden", "pred_hidden", "joint_hidden", "num_classes"}
 
 
 def model_class(cfg: Mapping[str, Any]) -> ModelClass:
-    value = cfg.get("model_class", "ctc")
-    if value not in HEAD_TARGETS:
+    """The head's ``_target_`` decides, as it does for upstream's hydra (v2-era cfgs have
+    no ``model_class``); a ``model_class`` that is there must agree."""
+    declared = cfg.get("model_class")
+    if declared is not None and declared not in HEAD_TARGETS:
         raise CheckpointError(
-            f"model_class {value!r}: only ASR models (ctc, rnnt) are supported here"
+            f"model_class {declared!r}: only ASR models (ctc, rnnt) are supported here"
         )
-    kind: ModelClass = value
+    target = section(cfg, "head").get("_target_")
+    by_head = {head: kind for kind, head in HEAD_TARGETS.items()}.get(str(target))
+    if target is None:
+        by_head = declared or "ctc"
+    if by_head is None:
+        raise CheckpointError(
+            f"cfg.head is {target!r}; only {' or '.join(HEAD_TARGETS.values())} is supported"
+        )
+    if declared is not None and declared != by_head:
+        raise CheckpointError(f"cfg.head is {target!r} but model_class is {declared!r}")
+    kind: ModelClass = by_head
     return kind
 
 

@@ -25,7 +25,7 @@ class GigaamRelease:
     name: str
     md5: str
     notes: str
-    # e2e models decode with ``<name>_tokenizer.model`` (SentencePiece).
+    # e2e models (and v1_rnnt) decode with ``<name>_tokenizer.model`` (SentencePiece).
     sentencepiece: bool = False
 
     def checkpoint(self, base_url: str = GIGAAM_CDN) -> PublishedCheckpoint:
@@ -81,6 +81,7 @@ GIGAAM_RELEASES: dict[str, GigaamRelease] = {
             "v1_rnnt",
             "02c758999bcdc6afcb2087ef256d47ef",
             "GigaAM v1 RNNT: first published under a non-commercial licence; check it",
+            sentencepiece=True,  # upstream fetches v1_rnnt_tokenizer.model for it too
         ),
         GigaamRelease(
             "v2_rnnt",

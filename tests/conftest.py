@@ -44,6 +44,14 @@ def single_torch_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="session")
+def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small SentencePiece model, as GigaAM's e2e models ship one."""
+    from tests.gigaam_checkpoints import train_tokenizer
+
+    return train_tokenizer(tmp_path_factory.mktemp("spm") / "v3_e2e_ctc_tokenizer.model")
+
+
 def speech_dir() -> Path:
     if not SPEECH.is_dir():
         pytest.skip(f"shared speech data not found at {SPEECH}")

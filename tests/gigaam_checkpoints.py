@@ -156,8 +156,13 @@ class _Random:
         return 0.5 + torch.rand(size, generator=self.generator)
 
 
-def upstream_state_dict(cfg: Mapping[str, Any], seed: int = 0) -> dict[str, Tensor]:
-    """A GigaAMASR state_dict for ``cfg`` (plain dict), random but well-scaled weights."""
+def upstream_state_dict(
+    cfg: Mapping[str, Any], seed: int = 0, *, blank_bias: float = 2.0
+) -> dict[str, Tensor]:
+    """A GigaAMASR state_dict for ``cfg`` (plain dict), random but well-scaled weights.
+    RNNT heads get ``blank_bias`` added to the blank's logit: a trained transducer says
+    blank on most frames, random weights would emit at every step; tests pick the bias
+    that gives their layout a mix of blank frames and frames with tokens."""
     rnd = _Random(seed)
     enc, pre = cfg["encoder"], cfg["preprocessor"]
     rate = int(pre["sample_rate"])
@@ -175,9 +180,73 @@ def upstream_state_dict(cfg: Mapping[str, Any], seed: int = 0) -> dict[str, Tens
     sd.update(_subsampling(enc, rnd))
     for layer in range(int(enc["n_layers"])):
         sd.update(_layer(enc, rnd, f"encoder.layers.{layer}."))
-    d, classes = int(enc["d_model"]), int(cfg["head"]["num_classes"])
+    head = cfg["head"]
+    if head["_target_"] == "gigaam.decoder.RNNTHead":
+        sd.update(_rnnt_head(head, rnd, blank_bias))
+        return sd
+    d, classes = int(enc["d_model"]), int(head["num_classes"])
     sd["head.decoder_layers.0.weight"] = rnd.weight(classes, d, 1, fan_in=d)
     sd["head.decoder_layers.0.bias"] = rnd.bias(classes)
+    return sd
+
+
+def rnnt_cfg(
+    cfg: Mapping[str, Any],
+    *,
+    pred_hidden: int = 48,
+    layers: int = 1,
+    joint_hidden: int = 56,
+    **decoding: Any,
+) -> dict[str, Any]:
+    """The RNNT release of a CTC cfg: same preprocessor and encoder; upstream RNNTHead
+    (RNNTDecoder + RNNTJoint) and RNNTGreedyDecoding with the same vocabulary."""
+    classes = int(cfg["head"]["num_classes"])
+    out = dict(cfg)
+    out["head"] = {
+        "_target_": "gigaam.decoder.RNNTHead",
+        "decoder": {"pred_hidden": pred_hidden, "pred_rnn_layers": layers, "num_classes": classes},
+        "joint": {
+            "enc_hidden": int(cfg["encoder"]["d_model"]),
+            "pred_hidden": pred_hidden,
+            "joint_hidden": joint_hidden,
+            "num_classes": classes,
+        },
+    }
+    out["decoding"] = {
+        **cfg["decoding"],
+        "_target_": "gigaam.decoding.RNNTGreedyDecoding",
+        **decoding,
+    }
+    if "model_class" in cfg:
+        out["model_class"] = "rnnt"
+    if "model_name" in cfg:
+        out["model_name"] = str(cfg["model_name"]).replace("ctc", "rnnt")
+    return out
+
+
+def _rnnt_head(head: Mapping[str, Any], rnd: _Random, blank_bias: float) -> dict[str, Tensor]:
+    """RNNTDecoder (Embedding with the blank as padding row, LSTM) and RNNTJoint (pred,
+    enc, joint_net = [ReLU, Linear]) under upstream's attribute names."""
+    decoder, joint = head["decoder"], head["joint"]
+    classes, hidden = int(decoder["num_classes"]), int(decoder["pred_hidden"])
+    joint_hidden, enc_hidden = int(joint["joint_hidden"]), int(joint["enc_hidden"])
+    embed = rnd.weight(classes, hidden, fan_in=1)
+    embed[classes - 1] = 0.0  # nn.Embedding(padding_idx=blank) keeps this row at zero
+    sd: dict[str, Tensor] = {"head.decoder.embed.weight": embed}
+    for layer in range(int(decoder["pred_rnn_layers"])):
+        for kind in ("ih", "hh"):
+            sd[f"head.decoder.lstm.weight_{kind}_l{layer}"] = rnd.weight(
+                4 * hidden, hidden, fan_in=hidden
+            )
+            sd[f"head.decoder.lstm.bias_{kind}_l{layer}"] = rnd.bias(4 * hidden)
+    sd["head.joint.pred.weight"] = rnd.weight(joint_hidden, hidden, fan_in=hidden)
+    sd["head.joint.pred.bias"] = rnd.bias(joint_hidden)
+    sd["head.joint.enc.weight"] = rnd.weight(joint_hidden, enc_hidden, fan_in=enc_hidden)
+    sd["head.joint.enc.bias"] = rnd.bias(joint_hidden)
+    sd["head.joint.joint_net.1.weight"] = rnd.weight(classes, joint_hidden, fan_in=joint_hidden)
+    bias = rnd.bias(classes)
+    bias[classes - 1] += blank_bias
+    sd["head.joint.joint_net.1.bias"] = bias
     return sd
 
 

@@ -33,7 +33,6 @@ from tests.gigaam_checkpoints import (
     mel_buffers,
     save_fine_tuned,
     save_gigaam,
-    train_tokenizer,
     upstream_state_dict,
     v2_cfg,
     v3_cfg,
@@ -66,6 +65,13 @@ class GigaamReference:
 
     def __call__(self, feats: Tensor) -> Tensor:
         """feats [F, T] → log-probs [T', C]."""
+        x = self.encode(feats)
+        head = "head.decoder_layers.0."
+        logits = nnf.conv1d(x.transpose(1, 2), self.sd[head + "weight"], self.sd[head + "bias"])
+        return nnf.log_softmax(logits.transpose(1, 2), dim=-1)[0]
+
+    def encode(self, feats: Tensor) -> Tensor:
+        """feats [F, T] → encoded [1, T', d_model]."""
         x = self.subsample(feats)
         positions = self.positions(x.shape[1])
         for layer in range(int(self.enc["n_layers"])):
@@ -83,9 +89,7 @@ class GigaamReference:
                 self.norm(residual, p + "norm_feed_forward2"), p + "feed_forward2"
             )
             x = self.norm(residual, p + "norm_out")
-        head = "head.decoder_layers.0."
-        logits = nnf.conv1d(x.transpose(1, 2), self.sd[head + "weight"], self.sd[head + "bias"])
-        return nnf.log_softmax(logits.transpose(1, 2), dim=-1)[0]
+        return x
 
     def subsample(self, feats: Tensor) -> Tensor:
         kernel = int(self.enc.get("subs_kernel_size", 3))
@@ -205,11 +209,6 @@ def rel_pos_cfg() -> dict[str, Any]:
 
 
 # --- fixtures --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_tokenizer(tmp_path_factory.mktemp("spm") / "v3_e2e_ctc_tokenizer.model")
 
 
 def e2e_cfg(tokenizer: Path) -> dict[str, Any]:
@@ -514,11 +513,12 @@ def test_mismatched_preprocessor_buffers(tmp_path: Path) -> None:
         ("preprocessor", "features", 80, r"fb has shape \(161, 64\).*\(161, 80\)"),
         ("preprocessor", "center", "yes", "not a boolean"),
         ("preprocessor", "n_fft", 256, "win_length <= n_fft"),
-        ("head", "_target_", "gigaam.decoder.RNNTHead", "only gigaam.decoder.CTCHead"),
+        ("head", "_target_", "gigaam.decoder.RNNTHead", "but model_class is 'ctc'"),
+        ("head", "_target_", "gigaam.decoder.SomeHead", "only gigaam.decoder.CTCHead or"),
         ("head", "feat_in", 64, "head.feat_in 64 != encoder.d_model 96"),
         ("decoding", "_target_", "gigaam.decoding.RNNTGreedyDecoding", "CTCGreedyDecoding"),
         (None, "model_class", "ssl", "only ASR models"),
-        (None, "model_class", "rnnt", "only gigaam.decoder.RNNTHead"),
+        (None, "model_class", "rnnt", "CTCHead' but model_class is 'rnnt'"),
         (None, "sample_rate", 8000, "cfg.sample_rate 8000"),
     ],
 )
@@ -589,7 +589,7 @@ def test_registry_has_upstream_names_and_md5s() -> None:
     for name, release in GIGAAM_RELEASES.items():
         assert release.name == name
         assert len(release.md5) == 32 and int(release.md5, 16) >= 0
-        assert release.sentencepiece == ("e2e" in name)
+        assert release.sentencepiece == ("e2e" in name or name == "v1_rnnt")
         entry = release.checkpoint()
         assert entry.url == f"{GIGAAM_CDN}/{name}.ckpt" and entry.md5 == release.md5
         assert entry.family == "conformer"
