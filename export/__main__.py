@@ -1,9 +1,11 @@
 """``python -m export``: checkpoint → verified int8 model bundle.
 
 python -m export nemo model.nemo --out bundles/my-model        # QuartzNet or (Fast)Conformer
+python -m export nemo hybrid.nemo --head ctc --out b/          # a hybrid's CTC head (default: RNNT)
 python -m export nemo weights.pt --config model_config.yaml --out bundles/my-model
 python -m export nemo --download golos_quartznet15x5 --sha256 <hex> --out bundles/golos
 python -m export gigaam --download v3_ctc --out bundles/gigaam-v3    # or a local .ckpt
+python -m export gigaam --download v3_rnnt --out bundles/gigaam-v3-rnnt
 python -m export gigaam finetuned.ckpt --base v3_ctc.ckpt --out bundles/mine
 python -m export onnx v3_ctc.onnx --gigaam-cfg v3_ctc.yaml --out bundles/gigaam-v3-onnx
 python -m export onnx model.onnx --tokens tokens.txt --frontend nemo-fastconformer --out b/
@@ -81,7 +83,9 @@ def _nemo_source(args: argparse.Namespace) -> tuple[SourceModel, str]:
     checkpoint = load_checkpoint(checkpoint_path, args.config)
     target = str(checkpoint.config.get("encoder", {}).get("_target_", ""))
     if target.endswith("ConformerEncoder"):
-        return load_nemo_conformer(checkpoint, nemo_stft), checkpoint_path.stem
+        return load_nemo_conformer(checkpoint, nemo_stft, args.head), checkpoint_path.stem
+    if args.head is not None:
+        raise ValueError("--head applies to NeMo hybrid RNNT-CTC Conformer models")
     return load_quartznet(checkpoint, nemo_stft), checkpoint_path.stem
 
 
@@ -176,7 +180,7 @@ def _parser() -> argparse.ArgumentParser:
     nemo = commands.add_parser(
         "nemo",
         aliases=["quartznet"],
-        help="export a NeMo QuartzNet/Jasper, Conformer-CTC or FastConformer (CTC head) model",
+        help="export a NeMo QuartzNet/Jasper, Conformer-CTC or FastConformer hybrid model",
     )
     nemo.add_argument("checkpoint", nargs="?", type=Path, help=".nemo archive or state_dict")
     nemo.add_argument("--config", type=Path, help="model_config.yaml for a plain state_dict")
@@ -188,11 +192,19 @@ def _parser() -> argparse.ArgumentParser:
         "frames (default); legacy = before NeMo 2.5, reflect padding, len//hop + 1 frames "
         "(the default for --download names, which predate 2.5)",
     )
+    nemo.add_argument(
+        "--head",
+        choices=["ctc", "rnnt"],
+        help="a hybrid RNNT-CTC model's head to export: rnnt (default, NeMo's own decoder for "
+        "hybrids) or ctc",
+    )
     _download_options(nemo)
 
-    gigaam = commands.add_parser("gigaam", help="export a GigaAM v1/v2/v3 CTC checkpoint")
+    gigaam = commands.add_parser("gigaam", help="export a GigaAM v1/v2/v3 CTC or RNNT checkpoint")
     gigaam.add_argument("checkpoint", nargs="?", type=Path, help="<name>.ckpt or a fine-tune")
-    gigaam.add_argument("--download", metavar="NAME", help="v2_ctc, v3_ctc, v3_e2e_ctc, …")
+    gigaam.add_argument(
+        "--download", metavar="NAME", help="v2_ctc, v3_ctc, v3_e2e_ctc, v3_rnnt, v3_e2e_rnnt, …"
+    )
     gigaam.add_argument("--tokenizer", type=Path, help="SentencePiece model (e2e models)")
     gigaam.add_argument("--base", type=Path, help="the published .ckpt a fine-tune started from")
     gigaam.add_argument("--sha256", help="expected sha256 of the e2e tokenizer download")

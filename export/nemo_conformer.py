@@ -5,9 +5,9 @@ Supported upstream classes (``target`` in ``model_config.yaml``):
 - ``EncDecCTCModelBPE`` / ``EncDecCTCModel`` (e.g. ``stt_ru_conformer_ctc_large``): the
   CTC head is ``decoder.decoder_layers.0``, its config ``decoder:``.
 - ``EncDecHybridRNNTCTCBPEModel`` / ``EncDecHybridRNNTCTCModel`` (e.g.
-  ``stt_ru_fastconformer_hybrid_large_pc``): the CTC head is ``ctc_decoder.decoder_layers.0``,
-  its config ``aux_ctc.decoder:``; the transducer's ``decoder.`` (prediction network) and
-  ``joint.`` weights are not used.
+  ``stt_ru_fastconformer_hybrid_large_pc``): the RNNT head (``decoder.`` prediction network
+  and ``joint.``; export/nemo_rnnt.py), NeMo's default decoder for these models, or with
+  ``head="ctc"`` the CTC head ``ctc_decoder.decoder_layers.0`` (config ``aux_ctc.decoder:``).
 
 The encoder is NeMo's ``ConformerEncoder`` with relative-position attention and full
 (unlimited) context; options that change inference and that ``export.conformer`` does not
@@ -24,19 +24,23 @@ import tarfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
+from asr.config import TransducerConfig
 from asr.tokens import Vocabulary
 from torch import Tensor
 
+from . import nemo_rnnt
 from .checkpoint import NON_MODEL_PREFIXES, LoadedCheckpoint
 from .conformer import ConformerCTC, ConformerSpec, load_weights
 from .nemo_preprocessor import NemoStft, check_preprocessor_buffers, read_preprocessor
 from .quartznet import CheckpointError
 from .sentencepiece_tokens import sentencepiece_pieces
 from .source_model import CONFORMER_MAX_WINDOW_SECONDS, SourceModel
+from .transducer import TransducerModel, nemo_keys, rename_head_keys
 
 CTC_HEAD_KEY = "decoder.decoder_layers.0.weight"
+NemoHead = Literal["ctc", "rnnt"]
 # SentencePiece piece types (sentencepiece_model.proto): BYTE pieces stand for raw bytes,
 # which a piece-by-piece decoder cannot render.
 
@@ -58,29 +62,58 @@ KNOWN_MODELS = {
 }
 
 
-def load_nemo_conformer(checkpoint: LoadedCheckpoint, nemo_stft: NemoStft = "2.5") -> SourceModel:
-    """Build the Conformer the config describes, load its CTC weights strictly, and attach
-    the front end, vocabulary and provenance the export pipeline needs."""
+def load_nemo_conformer(
+    checkpoint: LoadedCheckpoint, nemo_stft: NemoStft = "2.5", head: NemoHead | None = None
+) -> SourceModel:
+    """Build the Conformer the config describes with its CTC head or (hybrids) its RNNT
+    head, load the weights strictly, and attach the front end, vocabulary and provenance
+    the export pipeline needs. ``head`` defaults to NeMo's own decoder for the class: RNNT
+    for hybrids, CTC otherwise."""
     config = checkpoint.config
     kind = model_kind(config)
+    head = head or ("rnnt" if kind.hybrid else "ctc")
+    if head == "rnnt" and not kind.hybrid:
+        raise CheckpointError(f"{kind.name} has no RNNT head (only hybrid RNNT-CTC models do)")
     if kind.hybrid:
-        head = _section(_section(config, "aux_ctc", "config"), "decoder", "aux_ctc")
+        ctc_head = _section(_section(config, "aux_ctc", "config"), "decoder", "aux_ctc")
     else:
-        head = _section(config, "decoder", "config")
-    _check_head_type(head)
-    vocabulary = ctc_vocabulary(config, head, kind, _archive_tokenizer(checkpoint, config))
-    weights = ctc_weights(checkpoint.state_dict, hybrid=kind.hybrid)
-    if CTC_HEAD_KEY in weights and weights[CTC_HEAD_KEY].shape[0] != len(vocabulary) + 1:
-        raise CheckpointError(
-            f"the CTC head has {weights[CTC_HEAD_KEY].shape[0]} outputs but the vocabulary has "
-            f"{len(vocabulary)} tokens (+ blank = {len(vocabulary) + 1})"
-        )
+        ctc_head = _section(config, "decoder", "config")
+    _check_head_type(ctc_head)
+    listing = _section(config, "joint", "config") if head == "rnnt" else ctc_head
+    vocabulary = ctc_vocabulary(config, listing, kind, _archive_tokenizer(checkpoint, config))
     preprocessor = read_preprocessor(config, nemo_stft)
     frontend = preprocessor.frontend
     spec = conformer_spec(config, num_classes=len(vocabulary) + 1)
-    _check_head_sizes(head, spec)
-    model = ConformerCTC(spec)
-    load_weights(model, weights, checkpoint.path.name)
+    model: ConformerCTC | TransducerModel
+    source: dict[str, Any] = {}
+    transducer = None
+    if head == "rnnt":
+        head_spec = nemo_rnnt.transducer_spec(config, spec)
+        model = TransducerModel(head_spec)
+        renames = nemo_keys(nemo_rnnt.joint_dropout(config))
+        load_weights(
+            model,
+            rename_head_keys(rnnt_weights(checkpoint.state_dict), renames),
+            checkpoint.path.name,
+        )
+        transducer = TransducerConfig(
+            pred_layers=head_spec.pred_layers,
+            pred_hidden=head_spec.pred_hidden,
+            max_symbols_per_step=head_spec.max_symbols_per_step,
+        )
+        strategy = nemo_rnnt.decoding_strategy(config)
+        if strategy not in nemo_rnnt.GREEDY_STRATEGIES:
+            source["nemo_decoding_strategy_replaced_by_greedy"] = strategy
+    else:
+        weights = ctc_weights(checkpoint.state_dict, hybrid=kind.hybrid)
+        if CTC_HEAD_KEY in weights and weights[CTC_HEAD_KEY].shape[0] != len(vocabulary) + 1:
+            raise CheckpointError(
+                f"the CTC head has {weights[CTC_HEAD_KEY].shape[0]} outputs but the vocabulary "
+                f"has {len(vocabulary)} tokens (+ blank = {len(vocabulary) + 1})"
+            )
+        _check_head_sizes(ctc_head, spec)
+        model = ConformerCTC(spec)
+        load_weights(model, weights, checkpoint.path.name)
     model.eval()
 
     if frontend.n_mels != spec.feat_in:
@@ -88,12 +121,6 @@ def load_nemo_conformer(checkpoint: LoadedCheckpoint, nemo_stft: NemoStft = "2.5
             f"the preprocessor makes {frontend.n_mels} mel bins, the encoder expects {spec.feat_in}"
         )
     check_preprocessor_buffers(checkpoint.preprocessor_buffers, preprocessor)
-    name = "FastConformer" if spec.subsampling == "dw_striding" else "Conformer"
-    head_name = "hybrid RNNT-CTC, CTC head" if kind.hybrid else "CTC"
-    architecture = (
-        f"{name} {head_name} (NeMo ConformerEncoder {spec.n_layers}x{spec.d_model}, "
-        f"{spec.subsampling} x{spec.subsampling_factor}, rel_pos attention; ConvASRDecoder)"
-    )
     return SourceModel(
         model=model,
         family="conformer",
@@ -102,16 +129,37 @@ def load_nemo_conformer(checkpoint: LoadedCheckpoint, nemo_stft: NemoStft = "2.5
         token_kind="sentencepiece" if kind.bpe else "char",
         subsampling=spec.subsampling_factor,
         max_window_seconds=CONFORMER_MAX_WINDOW_SECONDS,
+        transducer=transducer,
         source={
             "checkpoint": checkpoint.path.name,
             "checkpoint_sha256": checkpoint.sha256,
             "target": str(config.get("target") or kind.name),
             "nemo_version": config.get("nemo_version"),
-            "architecture": architecture,
+            "architecture": _architecture(spec, kind, head),
             "parameters": sum(p.numel() for p in model.parameters()),
+            **source,
             **preprocessor.provenance(),
         },
     )
+
+
+def _architecture(spec: ConformerSpec, kind: NemoModelKind, head: NemoHead) -> str:
+    name = "FastConformer" if spec.subsampling == "dw_striding" else "Conformer"
+    head_name = f"hybrid RNNT-CTC, {head.upper()} head" if kind.hybrid else "CTC"
+    decoder = "RNNTDecoder + RNNTJoint" if head == "rnnt" else "ConvASRDecoder"
+    return (
+        f"{name} {head_name} (NeMo ConformerEncoder {spec.n_layers}x{spec.d_model}, "
+        f"{spec.subsampling} x{spec.subsampling_factor}, rel_pos attention; {decoder})"
+    )
+
+
+def rnnt_weights(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The encoder, prediction network and joint weights (the CTC head dropped)."""
+    return {
+        key: tensor
+        for key, tensor in state_dict.items()
+        if not key.startswith((*NON_MODEL_PREFIXES, "ctc_decoder.")) and key != "encoder.pos_enc.pe"
+    }
 
 
 def model_kind(config: Mapping[str, Any]) -> NemoModelKind:

@@ -92,8 +92,14 @@ def test_gigaam_e2e_checkpoint_bundles_its_sentencepiece_pieces(tmp_path: Path) 
     assert any(line.startswith("▁") for line in tokens)  # pieces kept as SentencePiece spells
 
 
-@pytest.mark.parametrize("kind", ["conformer", "fastconformer"])
-def test_nemo_conformer_checkpoints_export_and_serve(tmp_path: Path, kind: str) -> None:
+@pytest.mark.parametrize(
+    "kind, head",
+    [("conformer", None), ("fastconformer", "ctc"), ("fastconformer", None)],
+    ids=["conformer_ctc", "hybrid_ctc_head", "hybrid_default_rnnt_head"],
+)
+def test_nemo_conformer_checkpoints_export_and_serve(
+    tmp_path: Path, kind: str, head: str | None
+) -> None:
     tokenizer = train_nemo_tokenizer(tmp_path / "spm")
     if kind == "conformer":
         config = conformer_ctc_bpe_config(tokenizer.pieces)
@@ -102,12 +108,15 @@ def test_nemo_conformer_checkpoints_export_and_serve(tmp_path: Path, kind: str) 
     nemo = write_nemo_archive(
         tmp_path / f"{kind}.nemo", config, random_state_dict(config), tokenizer.artifacts()
     )
-    export("nemo", str(nemo), "--out", str(tmp_path / "bundle"))
+    extra = ["--head", head] if head else []
+    export("nemo", str(nemo), "--out", str(tmp_path / "bundle"), *extra)
     transcriber = check_bundle(
         tmp_path / "bundle", frontend_kind="nemo_mel", token_kind="sentencepiece"
     )
     assert transcriber.bundle.config.frontend.n_mels == 80
     assert transcriber.bundle.config.model.subsampling == (4 if kind == "conformer" else 8)
+    transducer = transcriber.bundle.config.transducer
+    assert (transducer is not None) == (kind == "fastconformer" and head is None)
 
 
 class _NemoNames(nn.Module):

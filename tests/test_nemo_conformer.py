@@ -252,11 +252,11 @@ def test_conformer_ctc_bpe_loads_as_a_source_model(tmp_path: Path, tokenizer: To
     assert source.source["parameters"] == source.parameters == trainable
 
 
-def test_fastconformer_hybrid_uses_the_ctc_head(tmp_path: Path, tokenizer: Tokenizer) -> None:
+def test_fastconformer_hybrid_ctc_head(tmp_path: Path, tokenizer: Tokenizer) -> None:
     config = fastconformer_hybrid_config(tokenizer.pieces)
     checkpoint = write(tmp_path / "hybrid.nemo", config, tokenizer)
     assert "joint.joint_net.2.weight" in checkpoint.state_dict  # the RNNT head is there...
-    source = load_nemo_conformer(checkpoint, nemo_stft="legacy")
+    source = load_nemo_conformer(checkpoint, nemo_stft="legacy", head="ctc")
     assert source.subsampling == 8
     assert source.token_kind == "sentencepiece"
     assert len(source.vocabulary) == len(tokenizer.pieces) + 1
@@ -280,7 +280,7 @@ def test_matches_the_nemo_reference_forward(
     build = conformer_ctc_bpe_config if kind == "conformer_ctc" else fastconformer_hybrid_config
     config = build(tokenizer.pieces)
     checkpoint = write(tmp_path / f"{kind}.nemo", config, tokenizer, seed=3)
-    model = load_nemo_conformer(checkpoint).model
+    model = load_nemo_conformer(checkpoint, head="ctc").model
     torch.manual_seed(0)
     features = torch.randn(2, 80, 203)
     lengths = torch.tensor([203, 131])  # the second clip is padded: masking is exercised
@@ -450,7 +450,7 @@ def test_hybrid_without_a_ctc_head_is_refused(tmp_path: Path, tokenizer: Tokeniz
 
     config = fastconformer_hybrid_config(tokenizer.pieces, n_layers=1)
     with pytest.raises(CheckpointError, match="ctc_decoder"):
-        load_nemo_conformer(write(tmp_path / "rnnt.nemo", config, tokenizer, edit=drop))
+        load_nemo_conformer(write(tmp_path / "rnnt.nemo", config, tokenizer, edit=drop), head="ctc")
 
 
 def test_vocabulary_size_mismatch_is_refused(tmp_path: Path, tokenizer: Tokenizer) -> None:
