@@ -209,7 +209,9 @@ def _parser() -> argparse.ArgumentParser:
     gigaam.add_argument("--base", type=Path, help="the published .ckpt a fine-tune started from")
     gigaam.add_argument("--sha256", help="expected sha256 of the e2e tokenizer download")
 
-    graph = commands.add_parser("onnx", help="bundle an already-exported upstream CTC graph")
+    graph = commands.add_parser(
+        "onnx", help="bundle already-exported upstream graphs (CTC, or GigaAM RNNT encoder)"
+    )
     graph.add_argument("graph", type=Path, help="fp32 ONNX: GigaAM to_onnx or NeMo export")
     graph.add_argument("--gigaam-cfg", type=Path, help="the <model_name>.yaml to_onnx saved")
     graph.add_argument("--tokenizer", type=Path, help="SentencePiece model (GigaAM e2e)")

@@ -26,8 +26,8 @@ from asr.frontend import make_frontend
 from asr.tokens import Vocabulary
 
 from .onnx_export import export_onnx, export_transducer_onnx
+from .onnx_graphs import upstream_graphs
 from .quantize import CONFORMER_SCHEME, DEFAULT_SCHEME, QuantizationScheme, quantize
-from .quartznet import CheckpointError
 from .source_model import ModelDescription, SourceModel
 from .transducer import TransducerModel
 from .verify import Clip, Thresholds, VerificationReport, verify
@@ -106,60 +106,34 @@ def export_onnx_bundle(
     step: Step = print,
     on_clip: Callable[[Clip], object] = lambda clip: None,
 ) -> ModelBundle:
-    """Bundle an already-exported fp32 graph (GigaAM ``to_onnx``, NeMo ``export``).
+    """Bundle an already-exported fp32 graph (GigaAM ``to_onnx``, NeMo ``export``); for a
+    transducer ``onnx_path`` is the encoder, with its decoder and joint beside it
+    (``export.onnx_graphs``).
 
-    There is no PyTorch original here: the fp32 graph is the reference, so the log-prob
-    check compares it with itself and int8 is gated against it.
+    There is no PyTorch original here: the fp32 graphs are the reference, so the log-prob
+    check compares them with themselves and int8 is gated against them.
     """
     _refuse_existing(out_dir, options)
     config = _bundle_config(source, options, {"onnx_sha256": sha256_of(onnx_path)})
-    features, lengths, log_probs = graph_io_names(onnx_path)
-    io = replace(
-        config.model, features_input=features, lengths_input=lengths, log_probs_output=log_probs
+    graphs = upstream_graphs(onnx_path, transducer=source.transducer is not None)
+    config = replace(
+        config,
+        model=graphs.model_config(config.model),
+        transducer=graphs.transducer_config(config.transducer),
     )
-    config = replace(config, model=io)
 
     def copy_fp32(path: Path) -> None:
-        step(f"checking {onnx_path.name}")
+        step(f"checking {', '.join(p.name for p in graphs.files())}")
         shutil.copyfile(onnx_path, path)
+        if config.transducer is not None:
+            assert graphs.decoder is not None and graphs.joint is not None
+            shutil.copyfile(graphs.decoder.path, path.parent / config.transducer.decoder_file)
+            shutil.copyfile(graphs.joint.path, path.parent / config.transducer.joint_file)
 
     return _build(
         config, source.vocabulary, out_dir, clips, options, write_fp32=copy_fp32,
         reference=None, step=step, on_clip=on_clip,
     )  # fmt: skip
-
-
-def graph_io_names(onnx_path: Path) -> tuple[str, str, str]:
-    """Features input, lengths input and log-probs output names of an upstream CTC graph.
-
-    GigaAM: features, feature_lengths → log_probs, encoded_lengths. NeMo: audio_signal,
-    length → logprobs. Inputs: a float [B, n_mels, T] and an integer [B]; the log-probs are
-    the first float output of rank 3.
-    """
-    try:
-        graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    except Exception as exc:  # onnx raises DecodeError and others on a damaged file
-        raise CheckpointError(f"{onnx_path} is not a loadable ONNX model: {exc}") from exc
-    initializers = {init.name for init in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in initializers]
-    floats = [i.name for i in inputs if _rank(i) == 3 and _is_float(i)]
-    integers = [i.name for i in inputs if _rank(i) == 1 and not _is_float(i)]
-    outputs = [o.name for o in graph.output if _rank(o) == 3 and _is_float(o)]
-    if len(inputs) != 2 or len(floats) != 1 or len(integers) != 1 or not outputs:
-        described = [(i.name, _rank(i)) for i in inputs]
-        raise CheckpointError(
-            f"{onnx_path.name} is not a CTC graph of features [B, n_mels, T] + lengths [B] → "
-            f"log-probs [B, T', V] (inputs: {described})"
-        )
-    return floats[0], integers[0], outputs[0]
-
-
-def _rank(value: onnx.ValueInfoProto) -> int:
-    return len(value.type.tensor_type.shape.dim)
-
-
-def _is_float(value: onnx.ValueInfoProto) -> bool:
-    return value.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
 
 
 def _refuse_existing(out_dir: Path, options: ExportOptions) -> None:

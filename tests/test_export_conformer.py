@@ -24,7 +24,7 @@ from torch import nn
 
 from export.__main__ import main as export_main
 from export.gigaam import load_gigaam
-from export.pipeline import graph_io_names
+from export.onnx_graphs import graph_io_names
 from tests.conftest import speech_dir
 from tests.gigaam_checkpoints import (
     save_gigaam,

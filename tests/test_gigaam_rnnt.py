@@ -4,6 +4,7 @@ bundle → Transcriber, against upstream's greedy decoding written again in the 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,11 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+import yaml
 from asr.bundle import load_bundle
 from asr.frontend import make_frontend
 from asr.transcribe import Transcriber
+from torch import Tensor, nn
 
 from export.__main__ import main as export_main
 from export.gigaam import load_gigaam
@@ -216,3 +219,136 @@ def test_download_by_name_verifies_the_rnnt_release(tmp_path: Path) -> None:
         "v3_e2e_rnnt": "2730de7545ac43ad256485a462b0a27a",
     }
     assert np.all([GIGAAM_RELEASES[n].sentencepiece for n in ("v1_rnnt", "v3_e2e_rnnt")])
+
+
+class _UpstreamEncoder(nn.Module):
+    """GigaAM's encoder export: (audio_signal, length) → encoded [B, D, T'], encoded_len
+    (int32, as its calc_length leaves it)."""
+
+    def __init__(self, model: TransducerModel) -> None:
+        super().__init__()
+        self.encoder = model.encoder
+
+    def forward(self, audio_signal: Tensor, length: Tensor) -> tuple[Tensor, Tensor]:
+        encoded, lengths = self.encoder(audio_signal, length)
+        return encoded.transpose(1, 2), lengths.to(torch.int32)
+
+
+class _UpstreamDecoder(nn.Module):
+    """RNNTDecoder.forward for ONNX: embed(x) → LSTM, no start-of-sequence special case
+    (the blank's embedding row is zero)."""
+
+    def __init__(self, model: TransducerModel) -> None:
+        super().__init__()
+        self.embed, self.lstm = model.predictor.embed, model.predictor.lstm
+
+    def forward(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        g, (h, c) = self.lstm(self.embed(x).transpose(0, 1), (h, c))
+        return g.transpose(0, 1), h, c
+
+
+class _UpstreamJoint(nn.Module):
+    def __init__(self, model: TransducerModel) -> None:
+        super().__init__()
+        self.joint = model.joint
+
+    def forward(self, enc: Tensor, dec: Tensor) -> Tensor:
+        joint = self.joint
+        hidden = joint.enc(enc.transpose(1, 2)).unsqueeze(2)
+        hidden = hidden + joint.pred(dec.transpose(1, 2)).unsqueeze(1)
+        return torch.log_softmax(joint.out(torch.relu(hidden)), dim=-1)
+
+
+def write_upstream_onnx(
+    model: TransducerModel, directory: Path, name: str, decoder_names: tuple[list[str], list[str]]
+) -> Path:
+    """What GigaAM's to_onnx writes for an RNNT model, with its dynamic axes (batch only for
+    the decoder and joint; the encoder's output time axis mislabelled as dim 1)."""
+    spec = model.spec
+    state = torch.zeros(spec.pred_layers, 1, spec.pred_hidden)
+    features = torch.randn(1, 64, 200)
+    graphs: list[tuple[nn.Module, tuple[Tensor, ...], str, list[str], list[str], Any]] = [
+        (
+            _UpstreamEncoder(model), (features, torch.tensor([200])), "encoder",
+            ["audio_signal", "length"], ["encoded", "encoded_len"],
+            {"audio_signal": {0: "batch_size", 2: "seq_len"}, "length": {0: "batch_size"},
+             "encoded": {0: "batch_size", 1: "seq_len"}, "encoded_len": {0: "batch_size"}},
+        ),
+        (
+            _UpstreamDecoder(model), (torch.zeros(1, 1, dtype=torch.long), state, state),
+            "decoder", *decoder_names,
+            {n: {0 if n in ("x", decoder_names[1][0]) else 1: "batch_size"}
+             for n in (*decoder_names[0], *decoder_names[1])},
+        ),
+        (
+            _UpstreamJoint(model),
+            (torch.zeros(1, spec.encoder.d_model, 1), torch.zeros(1, spec.pred_hidden, 1)),
+            "joint", ["enc", "dec"], ["joint"],
+            {"enc": {0: "batch_size"}, "dec": {0: "batch_size"}, "joint": {0: "batch_size"}},
+        ),
+    ]  # fmt: skip
+    for module, example, part, inputs, outputs, axes in graphs:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module.eval(), example, str(directory / f"{name}_{part}.onnx"),
+                input_names=inputs, output_names=outputs, dynamic_axes=axes,
+                opset_version=17, dynamo=False,
+            )  # fmt: skip
+    return directory / f"{name}_encoder.onnx"
+
+
+@pytest.mark.parametrize(
+    "decoder_names",
+    [(["x", "hi", "ci"], ["dec", "ho", "co"]), (["x", "h.1", "c.1"], ["dec", "h", "c"])],
+    ids=["current", "earlier"],
+)
+def test_gigaam_to_onnx_rnnt_graphs_import_as_a_bundle(
+    tmp_path: Path,
+    checkpoints: dict[str, Path],
+    ru_clips: list[SpeechClip],
+    decoder_names: tuple[list[str], list[str]],
+) -> None:
+    cfg = {**layouts()["v3_rnnt"], "model_name": "v3_rnnt"}
+    source = load_gigaam(checkpoints["v3_rnnt"])
+    assert isinstance(source.model, TransducerModel)
+    encoder = write_upstream_onnx(source.model, tmp_path, "v3_rnnt", decoder_names)
+    (tmp_path / "v3_rnnt.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    clip = ru_clips[5].path
+    out = tmp_path / "bundle"
+    args = [
+        "onnx", str(encoder), "--gigaam-cfg", str(tmp_path / "v3_rnnt.yaml"), "--out", str(out),
+        "--no-synthetic", "--verify-audio", str(clip), "--min-token-agreement", "0",
+        "--max-cer-vs-fp32", "1", "--precision", "fp32",
+    ]  # fmt: skip
+    assert export_main(args) == 0
+    bundle = load_bundle(out)
+    transducer = bundle.config.transducer
+    assert transducer is not None
+    assert (list(transducer.decoder_inputs), list(transducer.decoder_outputs)) == decoder_names
+    assert bundle.config.model.lengths_output == "encoded_len"
+
+    loaded = torch.load(checkpoints["v3_rnnt"], weights_only=False)
+    frontend = make_frontend(bundle.config.frontend)
+    features = torch.from_numpy(frontend(soundfile.read(clip, dtype="float32")[0]))
+    encoded = GigaamReference(loaded["state_dict"], cfg).encode(features)
+    layers = cfg["head"]["decoder"]["pred_rnn_layers"]
+    tokens, _ = UpstreamRnnt(loaded["state_dict"], gigaam_names(layers), layers).greedy(
+        encoded[0], 10
+    )
+    transcript = Transcriber(bundle, threads=1).transcribe(clip)
+    assert [t for s in transcript.segments for t in s.token_ids] == tokens and tokens
+
+
+def test_an_rnnt_encoder_without_its_decoder_is_refused(
+    tmp_path: Path, checkpoints: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = load_gigaam(checkpoints["v3_rnnt"])
+    assert isinstance(source.model, TransducerModel)
+    names = (["x", "hi", "ci"], ["dec", "ho", "co"])
+    encoder = write_upstream_onnx(source.model, tmp_path, "v3_rnnt", names)
+    (tmp_path / "v3_rnnt_decoder.onnx").unlink()
+    (tmp_path / "v3_rnnt.yaml").write_text(yaml.safe_dump(layouts()["v3_rnnt"]))
+    args = ["onnx", str(encoder), "--gigaam-cfg", str(tmp_path / "v3_rnnt.yaml"), "--out", "x"]
+    assert export_main(args) == 2
+    assert "v3_rnnt_decoder.onnx does not exist" in capsys.readouterr().err
