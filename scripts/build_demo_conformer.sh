@@ -13,6 +13,10 @@ if [ "${1:-}" = "--retrain" ]; then
   rm -f "$checkpoint"
 fi
 if [ ! -f "$checkpoint" ]; then
+  # The demo transducer's encoder starts from this checkpoint: retrain it too.
+  rm -f demo/model/demo_gigaam_rnnt_ru.ckpt
+fi
+if [ ! -f "$checkpoint" ]; then
   echo "• training the demo Conformer (GigaAM v3 layout) on espeak-ng speech"
   rm -rf "$bundle"
   .venv/bin/python scripts/train_demo_conformer.py --out demo/model

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import soundfile as sf
@@ -389,21 +389,59 @@ def deterministic(seed: int) -> Iterator[None]:
             torch.use_deterministic_algorithms(previous)
 
 
+Batch = tuple[Tensor, Tensor, Tensor, Tensor]  # collate(): features, lengths, targets, lengths
+
+
+class Objective(Protocol):
+    """What ``train`` minimises and how it reads a model's hypotheses."""
+
+    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        """The training loss of a batch (a scalar)."""
+
+    def score(self, model: nn.Module, batch: Batch) -> tuple[float, list[str]]:
+        """The batch's summed per-utterance loss, and one hypothesis per utterance."""
+
+
+class CtcObjective:
+    """CTC (blank last): the mean over the batch of the length-normalised loss for
+    training; summed per-utterance losses and greedy CTC for validation."""
+
+    def __init__(self) -> None:
+        self.mean = nn.CTCLoss(blank=BLANK, zero_infinity=True)
+        self.total = nn.CTCLoss(blank=BLANK, zero_infinity=True, reduction="sum")
+
+    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        features, lengths, targets, target_lengths = batch
+        log_probs, out_lengths = model(features, lengths)
+        loss: Tensor = self.mean(log_probs.transpose(0, 1), targets, out_lengths, target_lengths)
+        return loss
+
+    def score(self, model: nn.Module, batch: Batch) -> tuple[float, list[str]]:
+        features, lengths, targets, target_lengths = batch
+        log_probs, out_lengths = model(features, lengths)
+        total = float(self.total(log_probs.transpose(0, 1), targets, out_lengths, target_lengths))
+        rows = range(log_probs.shape[0])
+        return total, [greedy_ctc(log_probs[r], int(out_lengths[r])) for r in rows]
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, examples: Sequence[Example], batch_size: int = 64) -> Evaluation:
+def evaluate(
+    model: nn.Module,
+    examples: Sequence[Example],
+    batch_size: int = 64,
+    objective: Objective | None = None,
+) -> Evaluation:
+    objective = objective or CtcObjective()
     was_training = model.training
     model.eval()
-    ctc = nn.CTCLoss(blank=BLANK, zero_infinity=True, reduction="sum")
     errors: list[tuple[str, str]] = []
     distance = characters = 0
     loss = 0.0
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
-        features, lengths, targets, target_lengths = collate(chunk)
-        log_probs, out_lengths = model(features, lengths)
-        loss += float(ctc(log_probs.transpose(0, 1), targets, out_lengths, target_lengths))
-        for row, example in enumerate(chunk):
-            hypothesis = greedy_ctc(log_probs[row], int(out_lengths[row]))
+        batch_loss, hypotheses = objective.score(model, collate(chunk))
+        loss += batch_loss
+        for example, hypothesis in zip(chunk, hypotheses, strict=True):
             distance += edit_distance(example.text, hypothesis)
             characters += len(example.text)
             if hypothesis != example.text:
@@ -458,9 +496,9 @@ class _Run:
     generator: torch.Generator
     total_steps: int
     deadline: float
+    objective: Objective = field(default_factory=CtcObjective)
     step: int = 0
     step_losses: list[float] = field(default_factory=list)
-    ctc: nn.CTCLoss = field(default_factory=lambda: nn.CTCLoss(blank=BLANK, zero_infinity=True))
 
     def out_of_budget(self) -> bool:
         limit = self.settings.max_steps
@@ -472,10 +510,9 @@ class _Run:
             features = spec_augment(features, lengths, self.generator, fill=self.settings.mask_fill)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step, self.total_steps, self.settings)
-        log_probs, out_lengths = self.model(features, lengths)
-        loss = self.ctc(log_probs.transpose(0, 1), targets, out_lengths, target_lengths)
+        loss = self.objective.loss(self.model, (features, lengths, targets, target_lengths))
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        torch.autograd.backward(loss)
         nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
         self.optimizer.step()
         self.average.update(self.model)
@@ -504,8 +541,11 @@ def train(
     val_set: Sequence[Example],
     settings: TrainSettings,
     log: bool = True,
+    *,
+    objective: Objective | None = None,
 ) -> TrainResult:
-    """CTC training until validation is exact, the time budget ends or max_epochs pass.
+    """Training (CTC unless another ``objective``) until validation is exact, the time
+    budget ends or max_epochs pass.
 
     ``model_factory`` builds the model (called twice under the seed: the trained copy and
     the averaged one); a ``QuartzNetSpec`` means ``QuartzNetCTC(spec)``. Returns a model in
@@ -534,6 +574,7 @@ def train(
             generator=torch.Generator().manual_seed(settings.seed),
             total_steps=settings.max_steps or steps_per_epoch * settings.max_epochs,
             deadline=started + settings.minutes * 60.0,
+            objective=objective or CtcObjective(),
         )
         epoch_losses: list[float] = []
         best: tuple[tuple[float, float], dict[str, Tensor], Evaluation] | None = None
@@ -542,7 +583,7 @@ def train(
             if not val_set:
                 continue
             averaged.load_state_dict(run.average.state)
-            evaluation = evaluate(averaged, val_set)
+            evaluation = evaluate(averaged, val_set, objective=run.objective)
             if best is None or (evaluation.cer, evaluation.loss) < best[0]:
                 best = (
                     (evaluation.cer, evaluation.loss),

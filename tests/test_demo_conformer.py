@@ -314,23 +314,29 @@ def conformer_handler(exported: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     yield from serving(settings, monkeypatch, ("demo-in", "demo-out"))
 
 
-def test_handler_returns_the_same_transcripts(conformer_handler: Any) -> None:
+def check_handler_transcripts(module: Any, model_id: str, key_prefix: str) -> None:
+    """Every demo clip through the handler (API Gateway HTTP and REST events, and an S3
+    upload) gives its known text."""
     s3 = boto3.client("s3")
     for index, (path, text) in enumerate(demo_clips()):
         body = json.dumps({"audio": base64.b64encode(path.read_bytes()).decode()})
         for event in (http_event(body), rest_event(body)):
-            response = conformer_handler.lambda_handler(event, FakeContext())
+            response = module.lambda_handler(event, FakeContext())
             assert response["statusCode"] == 200
             payload = json.loads(response["body"])
             assert payload["text"] == text
-            assert payload["model_id"] == "demo-conformer-test"
-        key = f"uploads/conformer clip {index}.wav"
+            assert payload["model_id"] == model_id
+        key = f"uploads/{key_prefix} clip {index}.wav"
         s3.put_object(Bucket="demo-in", Key=key, Body=path.read_bytes())
-        conformer_handler.lambda_handler(s3_event("demo-in", key), FakeContext())
+        module.lambda_handler(s3_event("demo-in", key), FakeContext())
         result = json.loads(
             s3.get_object(Bucket="demo-out", Key=f"transcripts/{key}.json")["Body"].read()
         )
         assert result["transcript"]["text"] == text
+
+
+def test_handler_returns_the_same_transcripts(conformer_handler: Any) -> None:
+    check_handler_transcripts(conformer_handler, "demo-conformer-test", "conformer")
 
 
 def test_demo_bundle_is_the_export_of_the_demo_checkpoint() -> None:

@@ -3,9 +3,9 @@
 The recording is built here from the demo model's held-out clips (known transcripts), laid
 end to end with pauses of digital silence, some holding a burst of low noise, to over ten
 minutes, and written as a WAV so the file path is decoded block by block. The trained demo
-models (QuartzNet and the GigaAM-v3-shaped Conformer) must give every clip its own segment,
-with boundaries in the pauses, the clip's known text, and word times within one output frame
-of where the clip was placed; with Silero VAD and with the energy fallback.
+models (QuartzNet, and the GigaAM-v3-shaped Conformer CTC and RNNT) must give every clip its
+own segment, with boundaries in the pauses, the clip's known text, and word times within one
+output frame of where the clip was placed; with Silero VAD and with the energy fallback.
 """
 
 from __future__ import annotations
@@ -99,12 +99,21 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> Recording:
     return Recording(path, sf.read(path, dtype="float32")[0], placed)
 
 
+def built(name: str, script: str) -> Path:
+    bundle = DEMO / name
+    if not (bundle / "config.json").is_file():
+        pytest.fail(f"demo/{name} is missing: run scripts/{script}")
+    return bundle
+
+
 @pytest.fixture(scope="module")
 def conformer_bundle() -> Path:
-    bundle = DEMO / "conformer_bundle"
-    if not (bundle / "config.json").is_file():
-        pytest.skip("demo/conformer_bundle is missing: run scripts/build_demo_conformer.sh")
-    return bundle
+    return built("conformer_bundle", "build_demo_conformer.sh")
+
+
+@pytest.fixture(scope="module")
+def transducer_bundle() -> Path:
+    return built("transducer_bundle", "build_demo_transducer.sh")
 
 
 def check_transcript(transcriber: Transcriber, result: Transcript, recording: Recording) -> None:
@@ -149,6 +158,17 @@ def test_conformer_long_recording(
 ) -> None:
     transcriber = Transcriber.from_dir(conformer_bundle, threads=1, vad=vad)
     assert transcriber.max_segment_seconds == 25.0
+    result = transcriber.transcribe(recording.path)
+    check_transcript(transcriber, result, recording)
+
+
+@pytest.mark.parametrize("vad", VAD_CHOICES)
+def test_transducer_long_recording(
+    transducer_bundle: Path, recording: Recording, vad: VadKind
+) -> None:
+    """The RNN-T greedy loop decodes a batch of segments together, each as alone."""
+    transcriber = Transcriber.from_dir(transducer_bundle, threads=1, vad=vad)
+    assert transcriber.bundle.config.transducer is not None
     result = transcriber.transcribe(recording.path)
     check_transcript(transcriber, result, recording)
 

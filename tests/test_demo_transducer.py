@@ -1,0 +1,225 @@
+"""The demo transducer (GigaAM v3 RNNT layout, scripts/train_demo_transducer.py).
+
+Not committed (9 MB): scripts/setup.sh dev builds the checkpoint and its bundle with
+scripts/build_demo_transducer.sh after the demo Conformer, whose encoder it starts from.
+
+Its checkpoint is a GigaAM RNNT checkpoint as upstream writes them; the shared training
+loop trains a transducer with the RNN-T loss (smoke run); and its transcripts are identical
+through every stage: PyTorch (``load_gigaam``, upstream's greedy rules) → ONNX fp32 → int8
+bundle → Transcriber → Lambda handler (HTTP and S3).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from asr.audio import decode_audio
+from asr.bundle import load_bundle, sha256_of
+from asr.frontend import make_frontend
+from asr.transcribe import Transcriber
+from asr_service.settings import Settings
+from omegaconf import OmegaConf
+
+from export.clips import manifest_clips, synthetic_clips
+from export.gigaam import FILTERBANK_KEY, WINDOW_KEY, load_gigaam
+from export.pipeline import ExportOptions, export_bundle
+from export.quantize import CONFORMER_SCHEME
+from export.transducer import TransducerModel
+from scripts.train_demo_model import MAX_HELDOUT_CER, VOCABULARY, TrainSettings, train
+from scripts.train_demo_transducer import (
+    MODEL_FILE,
+    MODEL_NAME,
+    REPORT_FILE,
+    TransducerObjective,
+    encoder_factory,
+    rnnt_cfg,
+    save_gigaam,
+    transcribe,
+    transducer_spec,
+)
+from tests.conftest import DEMO
+from tests.test_demo_conformer import (
+    check_handler_transcripts,
+    demo_clips,
+    needs_espeak,
+    smoke_examples,
+)
+from tests.test_handler import serving
+
+CHECKPOINT = DEMO / "model" / MODEL_FILE
+REPORT = DEMO / "model" / REPORT_FILE
+MANIFEST = DEMO / "audio" / "manifest.jsonl"
+BUNDLE = DEMO / "transducer_bundle"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _built_demo_transducer() -> None:
+    if not CHECKPOINT.is_file() or not (BUNDLE / "config.json").is_file():
+        pytest.fail("the demo transducer is not built: run scripts/build_demo_transducer.sh")
+
+
+def load_raw() -> dict[str, Any]:
+    loaded: dict[str, Any] = torch.load(CHECKPOINT, map_location="cpu", weights_only=False)
+    return loaded
+
+
+def test_checkpoint_is_an_upstream_gigaam_v3_rnnt_checkpoint() -> None:
+    loaded = load_raw()
+    assert set(loaded) == {"state_dict", "cfg"}
+    cfg = OmegaConf.to_container(loaded["cfg"])
+    assert isinstance(cfg, dict)
+    assert (cfg["model_class"], cfg["model_name"]) == ("rnnt", MODEL_NAME)
+    d_model = cfg["encoder"]["d_model"]
+    assert cfg["head"] == {
+        "_target_": "gigaam.decoder.RNNTHead",
+        "decoder": {"pred_hidden": 128, "pred_rnn_layers": 1, "num_classes": 34},
+        "joint": {
+            "enc_hidden": d_model,
+            "pred_hidden": 128,
+            "joint_hidden": 128,
+            "num_classes": 34,
+        },
+    }
+    assert cfg["decoding"] == {
+        "_target_": "gigaam.decoding.RNNTGreedyDecoding",
+        "vocabulary": list(VOCABULARY),
+    }
+    state = loaded["state_dict"]
+    assert list(state)[:2] == [WINDOW_KEY, FILTERBANK_KEY]
+    head = {key: tuple(value.shape) for key, value in state.items() if key.startswith("head.")}
+    assert head == {
+        "head.decoder.embed.weight": (34, 128),
+        "head.decoder.lstm.weight_ih_l0": (512, 128),
+        "head.decoder.lstm.weight_hh_l0": (512, 128),
+        "head.decoder.lstm.bias_ih_l0": (512,),
+        "head.decoder.lstm.bias_hh_l0": (512,),
+        "head.joint.pred.weight": (128, 128),
+        "head.joint.pred.bias": (128,),
+        "head.joint.enc.weight": (128, d_model),
+        "head.joint.enc.bias": (128,),
+        "head.joint.joint_net.1.weight": (34, 128),
+        "head.joint.joint_net.1.bias": (34,),
+    }
+    # nn.Embedding(padding_idx=blank) never trains the blank's row
+    assert not state["head.decoder.embed.weight"][33].any()
+
+
+def test_demo_checkpoint_transcribes_its_clips_exactly() -> None:
+    source = load_gigaam(CHECKPOINT)
+    assert isinstance(source.model, TransducerModel)
+    frontend = make_frontend(source.frontend)
+    for path, text in demo_clips():
+        features = torch.from_numpy(frontend(decode_audio(path, 16000).samples))
+        assert transcribe(source.model, features) == text
+
+
+def test_training_report_records_the_acceptance() -> None:
+    report = json.loads(REPORT.read_text(encoding="utf-8"))
+    assert report["model_file"] == MODEL_FILE
+    assert report["checkpoint_bytes"] == CHECKPOINT.stat().st_size
+    assert report["encoder_initialised_from"] == "demo_gigaam_ru.ckpt"
+    assert report["reloaded_checkpoint_heldout_cer"] <= MAX_HELDOUT_CER
+    exact, total = map(int, report["demo_clips_exact"].split("/"))
+    assert exact == total == 2 * len(demo_clips())
+
+
+@needs_espeak
+def test_transducer_training_smoke_run(tmp_path: Path) -> None:
+    """The shared loop trains a transducer with the RNN-T loss: the loss falls, runs
+    repeat exactly, and the saved checkpoint reloads through load_gigaam to the same model."""
+    from scripts.train_demo_conformer import DemoShape
+
+    spec = transducer_spec(DemoShape(d_model=32, n_layers=1, n_heads=2))
+    examples = smoke_examples()
+    settings = TrainSettings(
+        batch_size=6, lr=5e-3, warmup_steps=5, max_steps=30, max_epochs=30,
+        mask_fill="feature_mean", seed=0,
+    )  # fmt: skip
+    objective = TransducerObjective()
+    factory = encoder_factory(spec, None)
+    result = train(factory, examples, [], settings, log=False, objective=objective)
+    assert result.steps == 30
+    assert np.mean(result.step_losses[-5:]) < 0.7 * np.mean(result.step_losses[:5])
+    again = train(factory, examples, [], settings, log=False, objective=objective)
+    assert again.step_losses == result.step_losses
+
+    path = tmp_path / "smoke.ckpt"
+    save_gigaam(path, rnnt_cfg(spec, note="smoke test"), result.model)
+    source = load_gigaam(path)
+    assert isinstance(source.model, TransducerModel)
+    for ours, theirs in zip(
+        source.model.state_dict().values(), result.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(ours, theirs)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo checkpoint exported here with the default scheme and gate."""
+    out = tmp_path_factory.mktemp("transducer") / "bundle"
+    clips = synthetic_clips(16000) + manifest_clips([MANIFEST], 16000)
+    export_bundle(
+        load_gigaam(CHECKPOINT),
+        out,
+        clips,
+        ExportOptions(model_id="demo-transducer-test"),
+        step=lambda message: None,
+    )
+    return out
+
+
+def test_export_gate_passes_and_int8_keeps_every_transcript(exported: Path) -> None:
+    bundle = load_bundle(exported)
+    assert bundle.config.transducer is not None
+    assert bundle.config.source["quantization"]["name"] == CONFORMER_SCHEME.name
+    report = bundle.verification
+    metrics = report["metrics"]
+    assert report["passed"] is True
+    assert metrics["fp32_max_logprob_diff"] < 1e-4
+    assert metrics["int8_token_agreement"] >= 0.995
+    assert metrics["fp32_cer_vs_reference"] == metrics["int8_cer_vs_reference"] == 0.0
+    referenced = [clip for clip in report["clips"] if clip["reference"]]
+    assert len(referenced) == len(demo_clips())
+    for clip in report["clips"]:
+        assert clip["text_torch"] == clip["text_fp32"]
+    for clip in referenced:  # PyTorch → ONNX fp32 → int8, identical on the demo clips
+        assert clip["text_torch"] == clip["text_fp32"] == clip["text_int8"] == clip["reference"]
+
+
+def test_transcriber_reads_every_demo_clip(exported: Path) -> None:
+    transcriber = Transcriber.from_dir(exported)
+    for path, text in demo_clips():
+        samples = decode_audio(path, 16000).samples
+        result = transcriber.transcribe(path)
+        assert result.text == text
+        assert result.timings.decoder > 0.0
+        assert [w.text for w in result.words] == text.split()
+        starts = [w.start for w in result.words]
+        assert starts == sorted(starts) and all(w.end > w.start for w in result.words)
+        as_8k_int16 = (samples[::2] * 32767).astype(np.int16)  # another rate and dtype
+        assert transcriber.transcribe(as_8k_int16, sample_rate=8000).text == text
+
+
+@pytest.fixture
+def transducer_handler(exported: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    settings = Settings(model_dir=exported, output_bucket="demo-out")
+    yield from serving(settings, monkeypatch, ("demo-in", "demo-out"))
+
+
+def test_handler_returns_the_same_transcripts(transducer_handler: Any) -> None:
+    check_handler_transcripts(transducer_handler, "demo-transducer-test", "transducer")
+
+
+def test_demo_bundle_is_the_export_of_the_demo_checkpoint() -> None:
+    bundle = load_bundle(BUNDLE)
+    assert bundle.config.source["checkpoint_sha256"] == sha256_of(CHECKPOINT)
+    assert bundle.verification["passed"] is True
+    transcriber = Transcriber(bundle)
+    for path, text in demo_clips():
+        assert transcriber.transcribe(path).text == text
