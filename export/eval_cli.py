@@ -60,6 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--nemo-stft", choices=["2.5", "legacy"], default="2.5",
         help="STFT of the NeMo release that trained the checkpoint (as for export nemo)",
     )  # fmt: skip
+    parser.add_argument(
+        "--head", choices=["ctc", "rnnt"],
+        help="a NeMo hybrid checkpoint's head (default rnnt, as for export nemo)",
+    )  # fmt: skip
     parser.add_argument("--tokenizer", type=Path, help="SentencePiece model (GigaAM e2e)")
     parser.add_argument("--base", type=Path, help="published .ckpt a GigaAM fine-tune started from")
     parser.add_argument(
@@ -154,6 +158,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Dataset, list[System]]:
                 kind=args.checkpoint_kind,
                 config=args.config,
                 nemo_stft=args.nemo_stft,
+                head=args.head,
                 tokenizer=args.tokenizer,
                 base=args.base,
                 name=names[0],

@@ -31,7 +31,7 @@ from asr.transcribe import Transcriber
 
 from .checkpoint import load_checkpoint, load_quartznet
 from .gigaam import load_gigaam
-from .nemo_conformer import load_nemo_conformer
+from .nemo_conformer import NemoHead, load_nemo_conformer
 from .nemo_preprocessor import NemoStft
 from .quartznet import CheckpointError
 from .source_model import SourceModel
@@ -68,8 +68,10 @@ class BundleSystem:
         self.transcriber = Transcriber.from_dir(bundle, threads=threads)
         config = self.transcriber.bundle.config
         self.name = name or bundle.name
+        decoder = "CTC" if config.transducer is None else "RNNT"
         self.description = (
-            f"bundle {bundle} ({config.model_id}, {config.family}, {config.model.precision})"
+            f"bundle {bundle} ({config.model_id}, {config.family} {decoder}, "
+            f"{config.model.precision})"
         )
 
     def recognise(self, audio: Path) -> Recognition:
@@ -115,6 +117,7 @@ def load_torch_system(
     kind: CheckpointKind | None = None,
     config: Path | None = None,
     nemo_stft: NemoStft = "2.5",
+    head: NemoHead | None = None,
     tokenizer: Path | None = None,
     base: Path | None = None,
     name: str | None = None,
@@ -130,17 +133,20 @@ def load_torch_system(
     else:
         if tokenizer is not None or base is not None:
             raise CheckpointError("--tokenizer and --base apply to GigaAM checkpoints")
+        if head is not None and kind != "nemo":
+            raise CheckpointError("--head applies to NeMo hybrid checkpoints")
         checkpoint = load_checkpoint(path, config)
         target = str(checkpoint.config.get("encoder", {}).get("_target_", ""))
         if target.endswith("ConformerEncoder"):
-            source = load_nemo_conformer(checkpoint, nemo_stft)
+            source = load_nemo_conformer(checkpoint, nemo_stft, head)
         else:
             source = load_quartznet(checkpoint, nemo_stft)
     stft = f", NeMo STFT {nemo_stft}" if kind == "nemo" else ""
+    decoder = "CTC" if source.transducer is None else "RNNT"
     return TorchSystem(
         source,
         name=name or f"pytorch:{path.stem}",
-        description=f"PyTorch {path} ({kind}, {source.family}{stft}; numpy front end)",
+        description=f"PyTorch {path} ({kind}, {source.family} {decoder}{stft}; numpy front end)",
     )
 
 

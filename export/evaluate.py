@@ -17,7 +17,7 @@ Comparisons: the first system is the baseline; every other one is compared with 
 the utterances both transcribed: WER and CER deltas in percentage points (system minus
 baseline, each against the references), token agreement = 1 − Σ edit distance(baseline,
 system) / Σ baseline length, pooled over utterances, on the greedy CTC token ids when both
-systems expose them (``token_unit`` "ctc_tokens"), else on the transcripts' characters
+systems expose them (``token_unit`` "token_ids": greedy CTC or RNN-T tokens), else on the transcripts' characters
 ("characters"), and how many transcripts are identical.
 
 Timing: ``processing_seconds`` sums each utterance's wall time in ``System.recognise``
@@ -186,7 +186,7 @@ class Comparison:
     utterances: int
     wer_delta_points: float | None  # (system WER − baseline WER) × 100, vs references
     cer_delta_points: float | None
-    token_unit: str  # "ctc_tokens" | "characters"
+    token_unit: str  # "token_ids" | "characters"
     token_edits: int
     baseline_tokens: int
     identical: int  # utterances with the same transcript
@@ -405,7 +405,7 @@ def _compare(
         utterances=len(pairs),
         wer_delta_points=_delta([a.words for a, _ in pairs], [b.words for _, b in pairs]),
         cer_delta_points=_delta([a.chars for a, _ in pairs], [b.chars for _, b in pairs]),
-        token_unit="ctc_tokens" if use_ids else "characters",
+        token_unit="token_ids" if use_ids else "characters",
         token_edits=edits,
         baseline_tokens=length,
         identical=identical,

@@ -276,7 +276,7 @@ def test_evaluate_scores_compares_and_excludes_failures() -> None:
     assert comparison.wer_delta_points == pytest.approx(-100 * 4 / 6)
     assert comparison.cer_delta_points == pytest.approx(-100 * 21 / 32)
     # Token ids: u1 one edit in 4, u2 two insertions against 0 baseline tokens.
-    assert comparison.token_unit == "ctc_tokens"
+    assert comparison.token_unit == "token_ids"
     assert (comparison.token_edits, comparison.baseline_tokens) == (3, 4)
     assert comparison.token_agreement == pytest.approx(0.25)
     assert comparison.identical == 0
@@ -354,7 +354,7 @@ def test_pytorch_fp32_int8_on_the_demo_clips(
     assert [s.name for s in report.systems] == ["pytorch:demo_quartznet_ru", "fp32", "int8"]
     torch_vs_fp32, torch_vs_int8 = report.comparisons
     # PyTorch and ONNX fp32 emit the same greedy CTC token ids.
-    assert torch_vs_fp32.token_unit == "ctc_tokens"
+    assert torch_vs_fp32.token_unit == "token_ids"
     assert torch_vs_fp32.token_agreement == 1.0
     assert torch_vs_fp32.identical == 4
     # What the export's verification recorded for the same clips, text for text.
@@ -436,6 +436,26 @@ def test_conformer_bundle_against_its_gigaam_checkpoint() -> None:
         clip = recorded[result.utterance.audio.name]
         assert [o.text for o in result.outputs] == [clip["text_torch"], clip["text_int8"]]
     assert report.systems[1].cer == 0.0
+
+
+def test_greedy_ctc_and_rnnt_side_by_side() -> None:
+    """The demo Conformer CTC and its RNNT twin (same encoder start, same vocabulary), and
+    the RNNT's PyTorch original: WER/CER side by side, token agreement on token ids."""
+    checkpoint = DEMO / "model" / "demo_gigaam_rnnt_ru.ckpt"
+    bundles = [DEMO / "conformer_bundle", DEMO / "transducer_bundle"]
+    if not checkpoint.is_file() or not all((b / "config.json").is_file() for b in bundles):
+        pytest.fail("the demo models are not built: run scripts/setup.sh dev")
+    systems: list[System] = [
+        BundleSystem(bundles[0], name="ctc"),
+        BundleSystem(bundles[1], name="rnnt"),
+        load_torch_system(checkpoint, name="rnnt-pytorch"),
+    ]
+    assert "RNNT" in systems[1].description and "RNNT" in systems[2].description
+    report = evaluate(load_dataset(DEMO_MANIFEST), systems)
+    assert [s.wer for s in report.systems] == [0.0, 0.0, 0.0]
+    for comparison in report.comparisons:
+        assert comparison.token_unit == "token_ids"
+        assert comparison.token_agreement == 1.0 and comparison.identical == 4
 
 
 # --- the CLI ---------------------------------------------------------------------------
