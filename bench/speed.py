@@ -101,7 +101,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"Random weights in the published shapes ({shapes}): speed does not depend on the "
         "weights. Audio longer than one model window goes through the production long-form "
         "path: Silero VAD (counted under features) cuts it at pauses into segments (≤ 25 s "
-        "for Conformers, ≤ 30 s for QuartzNet) batched through the model. "
+        "for Conformers, ≤ 30 s for QuartzNet) batched through the model. For GigaAM v3 RNNT "
+        "“model” is the encoder and “decoder” the greedy prediction-network/joint loop over "
+        "the same segments (its head trained to emit at the clips' real token rate: see "
+        "bench/models.py); for the CTC models “decoder” is greedy CTC. "
         "1 thread is a 1,769 MB Lambda (1 vCPU)."
     )
 

@@ -16,9 +16,9 @@ Scores (jiwer, after ``text_normalize.normalize_russian`` on both sides unless
 Comparisons: the first system is the baseline; every other one is compared with it over
 the utterances both transcribed: WER and CER deltas in percentage points (system minus
 baseline, each against the references), token agreement = 1 − Σ edit distance(baseline,
-system) / Σ baseline length, pooled over utterances, on the greedy CTC token ids when both
-systems expose them (``token_unit`` "token_ids": greedy CTC or RNN-T tokens), else on the transcripts' characters
-("characters"), and how many transcripts are identical.
+system) / Σ baseline length, pooled over utterances, on the decoders' token ids (greedy CTC
+or RNN-T) when both systems expose them (``token_unit`` "token_ids"), else on the
+transcripts' characters ("characters"), and how many transcripts are identical.
 
 Timing: ``processing_seconds`` sums each utterance's wall time in ``System.recognise``
 (decoding + features + model + CTC), warm (see ``evaluate``'s ``warm_up``); RTF =

@@ -83,15 +83,51 @@ class _EncoderGraph(nn.Module):
 
 
 class _DecoderGraph(nn.Module):
-    """One prediction-network step: x [B, 1], h, c [L, B, H] → dec [B, 1, H], h, c."""
+    """One prediction-network step: x [B, 1], h, c [L, B, H] → dec [B, 1, H], h, c.
+
+    The LSTM cell is written out with its first input projection folded into a table:
+    ``W_ih · embed(x) + b_ih + b_hh`` is one row per label (the start-of-sequence blank's
+    row is the biases alone: its input is zero), so a step multiplies only the state —
+    1.5x faster than onnxruntime's LSTM operator on one step (measured, 320 hidden)."""
 
     def __init__(self, model: TransducerModel) -> None:
         super().__init__()
-        self.predictor = model.predictor
+        predictor, lstm = model.predictor, model.predictor.lstm
+        first: list[Tensor] = [
+            getattr(lstm, name) for name in ("weight_ih_l0", "bias_ih_l0", "bias_hh_l0")
+        ]
+        with torch.no_grad():
+            embedded = predictor.embed.weight.detach().clone()
+            embedded[predictor.blank_id] = 0.0
+            table = embedded @ first[0].T + first[1] + first[2]
+        self.register_buffer("table", table)
+        self.layers = lstm.num_layers
+        for layer in range(self.layers):
+            recurrent = getattr(lstm, f"weight_hh_l{layer}").detach().T.contiguous()
+            self.register_buffer(f"recurrent{layer}", recurrent)
+            if layer:
+                weight: Tensor = getattr(lstm, f"weight_ih_l{layer}")
+                bias_ih: Tensor = getattr(lstm, f"bias_ih_l{layer}")
+                bias_hh: Tensor = getattr(lstm, f"bias_hh_l{layer}")
+                self.register_buffer(f"input{layer}", weight.detach().T.contiguous())
+                self.register_buffer(f"bias{layer}", (bias_ih + bias_hh).detach())
 
     def forward(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        output, h, c = self.predictor(x[:, 0], h, c)
-        return output.unsqueeze(1), h, c
+        table = self.table
+        assert isinstance(table, Tensor)
+        projected = table[x[:, 0]]
+        hs: list[Tensor] = []
+        cs: list[Tensor] = []
+        for layer in range(self.layers):
+            recurrent = getattr(self, f"recurrent{layer}")
+            if layer:
+                projected = hs[-1] @ getattr(self, f"input{layer}") + getattr(self, f"bias{layer}")
+            gates = projected + h[layer] @ recurrent
+            i, f, g, o = gates.chunk(4, dim=-1)  # torch's gate order
+            cell = torch.sigmoid(f) * c[layer] + torch.sigmoid(i) * torch.tanh(g)
+            hs.append(torch.sigmoid(o) * torch.tanh(cell))
+            cs.append(cell)
+        return hs[-1].unsqueeze(1), torch.stack(hs), torch.stack(cs)
 
 
 class _JointGraph(nn.Module):

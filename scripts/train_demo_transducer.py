@@ -76,10 +76,11 @@ from scripts.train_demo_model import (  # noqa: E402
 MODEL_FILE = "demo_gigaam_rnnt_ru.ckpt"
 MODEL_NAME = "demo_gigaam_rnnt_ru"
 REPORT_FILE = "transducer_training_report.json"
-# Prediction network and joint sizes (GigaAM v3 RNNT: 320 / 1 layer / 320, shrunk).
-PRED_HIDDEN = 128
+# Prediction network and joint sizes: GigaAM v3 RNNT's own (onnx-asr, for one, runs only
+# GigaAM's 320-wide prediction network).
+PRED_HIDDEN = 320
 PRED_LAYERS = 1
-JOINT_HIDDEN = 128
+JOINT_HIDDEN = 320
 MAX_SYMBOLS_PER_STEP = 10
 
 

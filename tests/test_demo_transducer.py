@@ -78,11 +78,11 @@ def test_checkpoint_is_an_upstream_gigaam_v3_rnnt_checkpoint() -> None:
     d_model = cfg["encoder"]["d_model"]
     assert cfg["head"] == {
         "_target_": "gigaam.decoder.RNNTHead",
-        "decoder": {"pred_hidden": 128, "pred_rnn_layers": 1, "num_classes": 34},
+        "decoder": {"pred_hidden": 320, "pred_rnn_layers": 1, "num_classes": 34},
         "joint": {
             "enc_hidden": d_model,
-            "pred_hidden": 128,
-            "joint_hidden": 128,
+            "pred_hidden": 320,
+            "joint_hidden": 320,
             "num_classes": 34,
         },
     }
@@ -94,16 +94,16 @@ def test_checkpoint_is_an_upstream_gigaam_v3_rnnt_checkpoint() -> None:
     assert list(state)[:2] == [WINDOW_KEY, FILTERBANK_KEY]
     head = {key: tuple(value.shape) for key, value in state.items() if key.startswith("head.")}
     assert head == {
-        "head.decoder.embed.weight": (34, 128),
-        "head.decoder.lstm.weight_ih_l0": (512, 128),
-        "head.decoder.lstm.weight_hh_l0": (512, 128),
-        "head.decoder.lstm.bias_ih_l0": (512,),
-        "head.decoder.lstm.bias_hh_l0": (512,),
-        "head.joint.pred.weight": (128, 128),
-        "head.joint.pred.bias": (128,),
-        "head.joint.enc.weight": (128, d_model),
-        "head.joint.enc.bias": (128,),
-        "head.joint.joint_net.1.weight": (34, 128),
+        "head.decoder.embed.weight": (34, 320),
+        "head.decoder.lstm.weight_ih_l0": (1280, 320),
+        "head.decoder.lstm.weight_hh_l0": (1280, 320),
+        "head.decoder.lstm.bias_ih_l0": (1280,),
+        "head.decoder.lstm.bias_hh_l0": (1280,),
+        "head.joint.pred.weight": (320, 320),
+        "head.joint.pred.bias": (320,),
+        "head.joint.enc.weight": (320, d_model),
+        "head.joint.enc.bias": (320,),
+        "head.joint.joint_net.1.weight": (34, 320),
         "head.joint.joint_net.1.bias": (34,),
     }
     # nn.Embedding(padding_idx=blank) never trains the blank's row

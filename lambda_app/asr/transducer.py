@@ -104,19 +104,26 @@ class OnnxTransducer:
         return np.asarray(log_probs).reshape(encoded.shape[0], self.num_classes)
 
     def greedy(self, encoded: Sequence[np.ndarray]) -> list[TransducerPath]:
-        """Greedy paths of utterances' encoded frames [T_i, D], decoded together."""
+        """Greedy paths of utterances' encoded frames [T_i, D], decoded together.
+
+        Rows are held longest first, so the utterances still running at frame t are a
+        prefix of the batch (a slice, not a gather, for the frame's first joint run)."""
+        order = sorted(range(len(encoded)), key=lambda i: -encoded[i].shape[0])
         paths = [TransducerPath() for _ in encoded]
         if not encoded:
             return paths
-        lengths = np.array([e.shape[0] for e in encoded], dtype=np.int64)
-        frames = np.zeros((len(encoded), int(lengths.max()), encoded[0].shape[1]), np.float32)
-        for row, item in zip(frames, encoded, strict=True):
-            row[: item.shape[0]] = item
+        lengths = np.array([encoded[i].shape[0] for i in order], dtype=np.int64)
+        frames = np.zeros((len(encoded), int(lengths[0]), encoded[0].shape[1]), np.float32)
+        for row, index in zip(frames, order, strict=True):
+            row[: encoded[index].shape[0]] = encoded[index]
         prediction, h, c = self.initial_state(len(encoded))
+        running = len(encoded)
         for t in range(frames.shape[1]):
-            active = np.flatnonzero(lengths > t)
-            for _ in range(self.config.max_symbols_per_step):
-                log_probs = self.joint(frames[active, t], prediction[active])
+            while lengths[running - 1] <= t:
+                running -= 1
+            active = np.arange(running)
+            log_probs = self.joint(frames[:running, t], prediction[:running])
+            for symbol in range(1, self.config.max_symbols_per_step + 1):
                 best = log_probs.argmax(axis=1)
                 emitted = best != self.blank_id
                 if not emitted.any():
@@ -126,10 +133,12 @@ class OnnxTransducer:
                 for row, token, probability in zip(
                     active.tolist(), tokens.tolist(), probabilities.tolist(), strict=True
                 ):
-                    path = paths[row]
+                    path = paths[order[row]]
                     path.token_ids.append(token)
                     path.frames.append(t)
                     path.confidences.append(probability)
                 output, h_new, c_new = self.predict(tokens, h[:, active], c[:, active])
                 prediction[active], h[:, active], c[:, active] = output, h_new, c_new
+                if symbol < self.config.max_symbols_per_step:  # else the frame is done
+                    log_probs = self.joint(frames[active, t], prediction[active])
         return paths
