@@ -21,6 +21,7 @@ from bench import (
     cost,
     frontend_vs_librosa,
     memory,
+    onnx_asr_rnnt,
     onnx_asr_side_by_side,
     size,
     speed,
@@ -36,6 +37,7 @@ CHART = "bench/results/speed.png"
 SECTIONS: tuple[ModuleType, ...] = (
     speed,
     onnx_asr_side_by_side,
+    onnx_asr_rnnt,
     cold_start,
     memory,
     size,

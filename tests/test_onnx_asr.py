@@ -158,3 +158,29 @@ def test_quick_run_measures_both_and_renders(conformer_bundle: Path) -> None:
     assert "QuartzNet15x5: not supported by onnx-asr" in text
     assert "reference transcripts: ours 4, onnx-asr 4 of 4" in text
     assert "our model and decoder on onnx-asr's features reproduce" in text
+
+
+def test_rnnt_layout_runs_the_trained_transducer_in_onnx_asr(tmp_path: Path) -> None:
+    """Our transducer bundle's three graphs, renamed for onnx-asr's GigaAM RNNT model, give
+    the same transcripts there as here (same greedy rules: max_tokens_per_step = ours)."""
+    from bench import onnx_asr_rnnt
+
+    bundle = DEMO / "transducer_bundle"
+    if not (bundle / "config.json").is_file():
+        pytest.fail("demo/transducer_bundle is missing: run scripts/build_demo_transducer.sh")
+    model = onnx_asr_rnnt.write_layout(bundle, tmp_path / "rnnt")
+    names = sorted(p.name for p in model.root.iterdir())
+    assert names == [
+        "config.json", "v3_rnnt_decoder.int8.onnx", "v3_rnnt_encoder.int8.onnx",
+        "v3_rnnt_joint.int8.onnx", "v3_vocab.txt",
+    ]  # fmt: skip
+    settings = json.loads((model.root / "config.json").read_text("utf-8"))
+    assert settings["model_type"] == "gigaam-v3-rnnt" and settings["max_tokens_per_step"] == 10
+    ours, theirs = onnx_asr_rnnt.Ours(bundle, 1), onnx_asr_rnnt.Theirs(model, 1)
+    paths = [path for path, _ in held_out()]
+    ours_pass, theirs_pass = ours(paths), theirs(paths)
+    assert ours_pass.texts == theirs_pass.texts == [text for _, text in held_out()]
+    assert theirs_pass.seconds["decode loop"] > 0 and ours_pass.seconds["decode loop"] > 0
+    result = onnx_asr_rnnt.measure(BenchOptions(quick=True, repeats=1))
+    assert all(run["agreement"]["identical"] == run["agreement"]["total"] for run in result["runs"])
+    assert "GigaAM v3 RNNT" in onnx_asr_rnnt.markdown(result)
