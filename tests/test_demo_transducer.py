@@ -223,3 +223,20 @@ def test_demo_bundle_is_the_export_of_the_demo_checkpoint() -> None:
     transcriber = Transcriber(bundle)
     for path, text in demo_clips():
         assert transcriber.transcribe(path).text == text
+
+
+def test_cli_and_subtitles_read_the_transducer_like_any_bundle(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI and the SRT/VTT renderings work on a transducer bundle unchanged."""
+    import srt  # type: ignore[import-untyped]  # no stubs or py.typed
+    from asr.__main__ import main as asr_main
+    from asr.formats import render
+
+    (path, text), *_ = demo_clips()
+    assert asr_main(["--bundle", str(BUNDLE), str(path)]) == 0
+    assert capsys.readouterr().out.strip().endswith(text)
+    transcript = Transcriber(load_bundle(BUNDLE)).transcribe(path)
+    cues = list(srt.parse(render(transcript, "srt").body))
+    assert " ".join(cue.content.replace("\n", " ") for cue in cues) == text
+    assert cues[0].start.total_seconds() == pytest.approx(transcript.words[0].start, abs=2e-3)
