@@ -61,14 +61,14 @@ def compare_frontends(clips: Sequence[Path]) -> dict[str, Any]:
     ours = GigaamMelFrontend(config)
     deltas = {"theirs_vs_ours": 0.0, "filterbank_share": 0.0, "arithmetic_share": 0.0}
     for path in clips:
-        audio = _read(path)
+        audio = read_clip(path)
         mine = ours(audio)
-        their_features = _their_features(theirs, audio)
-        swapped = _their_features(with_our_filterbank, audio)
-        assert their_features.shape == mine.shape, (their_features.shape, mine.shape)
+        theirs_computed = their_features(theirs, audio)
+        swapped = their_features(with_our_filterbank, audio)
+        assert theirs_computed.shape == mine.shape, (theirs_computed.shape, mine.shape)
         for key, (a, b) in {
-            "theirs_vs_ours": (their_features, mine),
-            "filterbank_share": (their_features, swapped),
+            "theirs_vs_ours": (theirs_computed, mine),
+            "filterbank_share": (theirs_computed, swapped),
             "arithmetic_share": (swapped, mine),
         }.items():
             deltas[key] = max(deltas[key], float(np.abs(a - b).max()))
@@ -94,13 +94,13 @@ def compare_frontends(clips: Sequence[Path]) -> dict[str, Any]:
     }
 
 
-def _read(path: Path) -> Float32Array:
+def read_clip(path: Path) -> Float32Array:
     audio, rate = sf.read(path, dtype="float32")
     assert rate == 16000 and audio.ndim == 1, (path, rate, audio.shape)
     return np.asarray(audio, dtype=np.float32)
 
 
-def _their_features(preprocessor: GigaamPreprocessorNumpy, audio: Float32Array) -> Float32Array:
+def their_features(preprocessor: GigaamPreprocessorNumpy, audio: Float32Array) -> Float32Array:
     features, _ = preprocessor(audio[None, :], np.array([audio.size], dtype=np.int64))
     return np.asarray(features[0], dtype=np.float32)
 
@@ -159,6 +159,6 @@ def _ours_on_their_features(ours: Ours, theirs: Theirs, path: Path) -> str:
     """Our model run and CTC decoding on onnx-asr's features of ``path``: equal to onnx-asr's
     transcript when the front ends alone make the difference."""
     transcriber = ours.transcriber
-    log_probs = transcriber.model(_their_features(theirs.preprocessor, _read(path)))
+    log_probs = transcriber.model(their_features(theirs.preprocessor, read_clip(path)))
     config = transcriber.bundle.config
     return greedy_decode(log_probs, transcriber.bundle.vocabulary, config.frame_seconds).text

@@ -33,7 +33,8 @@ def test_memory_quick_run(tmp_path: Path) -> None:
     result = memory.measure(QUICK)
     rows = result["rows"]
     assert [(r["family"], r["input_s"]) for r in rows] == [
-        ("quartznet15x5", 10), ("quartznet15x5", 60), ("gigaam_v3", 10), ("gigaam_v3", 60)
+        ("quartznet15x5", 10), ("quartznet15x5", 60), ("gigaam_v3", 10), ("gigaam_v3", 60),
+        ("gigaam_v3_rnnt", 10), ("gigaam_v3_rnnt", 60)
     ]  # fmt: skip
     for row in rows:
         assert row["runs"] == 1 and not row["malloc_tuned"]
@@ -43,11 +44,12 @@ def test_memory_quick_run(tmp_path: Path) -> None:
         assert row["rtf"] == pytest.approx(row["transcribe_s"] / row["audio_s"], abs=1e-3)
         assert row["headroom_mb"] == memory.headroom_mb(row["peak_rss_mb"])
     # One pass for 10 s; 60 s is longer than one pass, so the VAD cut it into segments.
-    assert [r["segments"] for r in rows[::2]] == [1, 1]
+    assert [r["segments"] for r in rows[::2]] == [1, 1, 1]
     assert all(r["segments"] > 1 for r in rows[1::2])
     text = rendered("memory", result, tmp_path)
     assert "| demo (conformer_bundle) | int8 | 1 min |" in text
-    assert text.count("\n| demo") == 4 and "headroom at 1,769 MB" in text
+    assert "| demo (transducer_bundle) | int8 | 1 min |" in text
+    assert text.count("\n| demo") == 6 and "headroom at 1,769 MB" in text
 
 
 def test_frontend_quick_run(tmp_path: Path) -> None:
@@ -70,7 +72,7 @@ def test_frontend_quick_run(tmp_path: Path) -> None:
 def test_size_quick_run(tmp_path: Path) -> None:
     result = size.measure(QUICK)
     assert [(b["family"], b["precision"]) for b in result["bundles"]] == [
-        ("quartznet15x5", "int8"), ("gigaam_v3", "int8")
+        ("quartznet15x5", "int8"), ("gigaam_v3", "int8"), ("gigaam_v3_rnnt", "int8")
     ]  # fmt: skip
     text = rendered("size", result, tmp_path)
     if not result["architectures"]:

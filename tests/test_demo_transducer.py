@@ -240,3 +240,21 @@ def test_cli_and_subtitles_read_the_transducer_like_any_bundle(
     cues = list(srt.parse(render(transcript, "srt").body))
     assert " ".join(cue.content.replace("\n", " ") for cue in cues) == text
     assert cues[0].start.total_seconds() == pytest.approx(transcript.words[0].start, abs=2e-3)
+
+
+def test_batched_greedy_equals_each_utterance_alone() -> None:
+    """The batch loop (longest first, a shrinking prefix, gathered emitters) and the
+    one-utterance path take the same decisions."""
+    transcriber = Transcriber(load_bundle(BUNDLE), threads=1)
+    transducer = transcriber.search.transducer  # type: ignore[attr-defined]
+    encoded = [
+        transcriber.model(transcriber.frontend(decode_audio(path, 16000).samples))
+        for path, _ in demo_clips()
+    ]
+    batched = transducer.greedy(encoded)
+    assert len({e.shape[0] for e in encoded}) > 1  # different lengths: the prefix shrinks
+    for item, together in zip(encoded, batched, strict=True):
+        (alone,) = transducer.greedy([item])
+        assert (together.token_ids, together.frames) == (alone.token_ids, alone.frames)
+        assert together.token_ids
+        np.testing.assert_allclose(together.confidences, alone.confidences, rtol=1e-4)

@@ -108,6 +108,8 @@ class OnnxTransducer:
 
         Rows are held longest first, so the utterances still running at frame t are a
         prefix of the batch (a slice, not a gather, for the frame's first joint run)."""
+        if len(encoded) == 1:
+            return [self._greedy_one(np.ascontiguousarray(encoded[0], dtype=np.float32))]
         order = sorted(range(len(encoded)), key=lambda i: -encoded[i].shape[0])
         paths = [TransducerPath() for _ in encoded]
         if not encoded:
@@ -142,3 +144,21 @@ class OnnxTransducer:
                 if symbol < self.config.max_symbols_per_step:  # else the frame is done
                     log_probs = self.joint(frames[active, t], prediction[active])
         return paths
+
+    def _greedy_one(self, frames: np.ndarray) -> TransducerPath:
+        """``greedy`` for one utterance (the API's case), without the batch bookkeeping."""
+        path = TransducerPath()
+        prediction, h, c = self.initial_state(1)
+        blank, cap = self.blank_id, self.config.max_symbols_per_step
+        for t in range(frames.shape[0]):
+            frame = frames[t : t + 1]
+            for _ in range(cap):
+                log_probs = self.joint(frame, prediction)[0]
+                token = int(log_probs.argmax())
+                if token == blank:
+                    break
+                path.token_ids.append(token)
+                path.frames.append(t)
+                path.confidences.append(float(np.exp(np.float64(log_probs[token]))))
+                prediction, h, c = self.predict(np.array([token], dtype=np.int64), h, c)
+        return path
