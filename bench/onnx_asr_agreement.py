@@ -18,26 +18,11 @@ from asr.frontend import GigaamMelFrontend, gigaam_buffers, round_to_bfloat16
 from onnx_asr.preprocessors.numpy_preprocessor import GigaamPreprocessorNumpy
 
 from bench.common import REPO
-from bench.onnx_asr_engines import Float32Array, Ours, Theirs
+from bench.onnx_asr_engines import Float32Array, Ours, Theirs, agreement
 from bench.onnx_asr_layout import ONNX_ASR_FRONTENDS, write_layout
-from export.verify import edit_distance
 
 DEMO_CONFORMER = REPO / "demo" / "conformer_bundle"
 DEMO_AUDIO = REPO / "demo" / "audio"
-
-
-def agreement(ours: Sequence[str], theirs: Sequence[str]) -> dict[str, Any]:
-    """Identical transcripts, and 1 − CER of theirs against ours (character edits over all
-    items / characters of ours)."""
-    edits = sum(edit_distance(a, b) for a, b in zip(ours, theirs, strict=True))
-    characters = sum(len(a) for a in ours)
-    # No characters in ours: full agreement exactly when theirs are empty too.
-    chars = 1.0 - edits / characters if characters else float(edits == 0)
-    return {
-        "identical": sum(a == b for a, b in zip(ours, theirs, strict=True)),
-        "total": len(ours),
-        "char_agreement": round(chars, 5),
-    }
 
 
 def theirs_preprocessor() -> GigaamPreprocessorNumpy:

@@ -3,11 +3,12 @@ pass split into front end, model and the rest (WAV reading, CTC decoding, text).
 
 from __future__ import annotations
 
+import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +18,7 @@ from onnx_asr.models.gigaam import GigaamV2Ctc
 from onnx_asr.preprocessors.numpy_preprocessor import GigaamPreprocessorNumpy
 
 from bench.onnx_asr_layout import OnnxAsrModel, load_onnx_asr
+from export.verify import edit_distance
 
 STAGES = ("features", "model", "other")
 Int64Array = npt.NDArray[np.int64]
@@ -29,6 +31,10 @@ class Pass:
 
     texts: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+    @classmethod
+    def over(cls, stages: Sequence[str]) -> Pass:
+        return cls(seconds=dict.fromkeys(stages, 0.0))
 
     @property
     def total(self) -> float:
@@ -102,3 +108,50 @@ class Theirs:
             total = time.perf_counter() - started
             result.add(text, total, self._features, self._model)
         return result
+
+
+def side_by_side(
+    ours: Callable[[Sequence[Path]], Pass],
+    theirs: Callable[[Sequence[Path]], Pass],
+    paths: Sequence[Path],
+    repeats: int,
+) -> dict[str, Any]:
+    """A warm-up pass each, then ``repeats`` passes each, interleaved (and alternating who
+    goes first) so machine noise hits both; the fastest pass of each is kept, the median
+    too; per-stage seconds of the fastest; agreement of the warm-up transcripts."""
+    warm_ours, warm_theirs = ours(paths), theirs(paths)
+    timed: dict[str, list[Pass]] = {"ours": [], "theirs": []}
+    for repeat in range(max(1, repeats)):
+        order = ("ours", "theirs") if repeat % 2 == 0 else ("theirs", "ours")
+        for who in order:
+            timed[who].append((ours if who == "ours" else theirs)(paths))
+    best = {who: min(passes, key=lambda p: p.total) for who, passes in timed.items()}
+    medians = {who: statistics.median(p.total for p in passes) for who, passes in timed.items()}
+    return {
+        "ours_s": round(best["ours"].total, 4),
+        "theirs_s": round(best["theirs"].total, 4),
+        "ours_median_s": round(medians["ours"], 4),
+        "theirs_median_s": round(medians["theirs"], 4),
+        "speed_ratio": round(best["theirs"].total / best["ours"].total, 3),
+        "stages_s": {
+            who: {stage: round(value, 4) for stage, value in p.seconds.items()}
+            for who, p in best.items()
+        },
+        "agreement": agreement(warm_ours.texts, warm_theirs.texts),
+        "transcripts_stable": timed["ours"][-1].texts == warm_ours.texts
+        and timed["theirs"][-1].texts == warm_theirs.texts,
+    }
+
+
+def agreement(ours: Sequence[str], theirs: Sequence[str]) -> dict[str, Any]:
+    """Identical transcripts, and 1 − CER of theirs against ours (character edits over all
+    items / characters of ours)."""
+    edits = sum(edit_distance(a, b) for a, b in zip(ours, theirs, strict=True))
+    characters = sum(len(a) for a in ours)
+    # No characters in ours: full agreement exactly when theirs are empty too.
+    chars = 1.0 - edits / characters if characters else float(edits == 0)
+    return {
+        "identical": sum(a == b for a, b in zip(ours, theirs, strict=True)),
+        "total": len(ours),
+        "char_agreement": round(chars, 5),
+    }

@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import onnx_asr
-import onnxruntime as ort
+from asr.acoustic_model import session_options
 from asr.bundle import ModelBundle, load_bundle
 from asr.config import GigaamMelConfig
 from asr.tokens import BLANK_TOKEN, SPACE_MARK
@@ -146,20 +146,9 @@ def _vocabulary_lines(bundle: ModelBundle) -> str:
     return "".join(lines)
 
 
-def session_options(threads: int) -> ort.SessionOptions:
-    """What our runtime gives its own session (asr.acoustic_model): ``threads`` intra-op
-    threads, one inter-op, sequential, every graph optimisation."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    return options
-
-
 def load_onnx_asr(model: OnnxAsrModel, threads: int) -> TextResultsAsrAdapter:
-    """onnx-asr's recogniser for the directory, on the CPU with our session options."""
+    """onnx-asr's recogniser for the directory, on the CPU with our runtime's session
+    options (``asr.acoustic_model.session_options``)."""
     return onnx_asr.load_model(
         model.model_type,
         model.root,

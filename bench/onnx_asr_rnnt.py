@@ -19,11 +19,9 @@ transducer (its held-out clips and the real clips).
 from __future__ import annotations
 
 import json
-import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, cast
@@ -43,7 +41,8 @@ from bench.common import (
     write_wav,
 )
 from bench.models import DEMO_BUNDLES, FAMILY_INFO, PRECISIONS, Precision, bundle_for
-from bench.onnx_asr_agreement import agreement, read_clip, their_features, theirs_preprocessor
+from bench.onnx_asr_agreement import read_clip, their_features, theirs_preprocessor
+from bench.onnx_asr_engines import Pass, agreement, side_by_side
 from bench.onnx_asr_layout import OnnxAsrModel, load_onnx_asr, onnx_asr_version
 
 NAME = "onnx_asr_rnnt"
@@ -125,22 +124,12 @@ def _renamed(
     onnx.save(model, str(target))
 
 
-@dataclass
-class Pass:
-    texts: list[str] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-
-    @property
-    def total(self) -> float:
-        return sum(self.seconds.values())
-
-
 class Ours:
     def __init__(self, bundle_dir: Path, threads: int) -> None:
         self.transcriber = Transcriber(load_bundle(bundle_dir), threads=threads)
 
     def __call__(self, paths: Sequence[Path]) -> Pass:
-        result = Pass()
+        result = Pass.over(STAGES)
         for path in paths:
             started = time.perf_counter()
             transcript = self.transcriber.transcribe(path)
@@ -178,7 +167,7 @@ class Theirs:
         return timed
 
     def __call__(self, paths: Sequence[Path]) -> Pass:
-        result = Pass()
+        result = Pass.over(STAGES)
         for path in paths:
             self.current = dict.fromkeys(STAGES, 0.0)
             started = time.perf_counter()
@@ -208,7 +197,7 @@ def measure(options: BenchOptions) -> dict[str, Any]:
             for threads in THREADS:
                 ours, theirs = Ours(bundle, threads), Theirs(layout, threads)
                 for workload, (paths, audio_seconds) in workloads.items():
-                    row = _side_by_side(ours, theirs, paths, options.repeats)
+                    row = side_by_side(ours, theirs, paths, options.repeats)
                     runs.append(
                         {"precision": precision, "threads": threads, "workload": workload,
                          "audio_seconds": round(audio_seconds, 3), **row}
@@ -229,28 +218,6 @@ def measure(options: BenchOptions) -> dict[str, Any]:
 
 def _seconds(paths: Sequence[Path]) -> float:
     return float(sum(sf.info(path).duration for path in paths))
-
-
-def _side_by_side(
-    ours: Ours, theirs: Theirs, paths: Sequence[Path], repeats: int
-) -> dict[str, Any]:
-    warm_ours, warm_theirs = ours(paths), theirs(paths)
-    timed: dict[str, list[Pass]] = {"ours": [], "theirs": []}
-    for repeat in range(max(1, repeats)):
-        for who in ("ours", "theirs") if repeat % 2 == 0 else ("theirs", "ours"):
-            timed[who].append((ours if who == "ours" else theirs)(paths))
-    best = {who: min(passes, key=lambda p: p.total) for who, passes in timed.items()}
-    return {
-        "ours_s": round(best["ours"].total, 4),
-        "theirs_s": round(best["theirs"].total, 4),
-        "ours_median_s": round(statistics.median(p.total for p in timed["ours"]), 4),
-        "theirs_median_s": round(statistics.median(p.total for p in timed["theirs"]), 4),
-        "speed_ratio": round(best["theirs"].total / best["ours"].total, 3),
-        "stages_s": {
-            who: {stage: round(p.seconds[stage], 4) for stage in STAGES} for who, p in best.items()
-        },
-        "agreement": agreement(warm_ours.texts, warm_theirs.texts),
-    }
 
 
 def _trained_agreement(clips: Sequence[Path], tmp: Path) -> list[dict[str, Any]]:

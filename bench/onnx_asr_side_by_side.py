@@ -17,7 +17,6 @@ features), and with onnx-asr given our filterbank, to say where any disagreement
 from __future__ import annotations
 
 import json
-import statistics
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,12 +37,11 @@ from bench.common import (
 )
 from bench.models import FAMILY_INFO, PRECISIONS, Precision, bundle_for
 from bench.onnx_asr_agreement import (
-    agreement,
     compare_frontends,
     theirs_preprocessor,
     trained_agreement,
 )
-from bench.onnx_asr_engines import STAGES, Ours, Pass, Theirs
+from bench.onnx_asr_engines import STAGES, Ours, Theirs, side_by_side
 from bench.onnx_asr_layout import UnsupportedBundle, write_layout
 
 NAME = "onnx_asr"
@@ -71,7 +69,7 @@ def measure(options: BenchOptions) -> dict[str, Any]:
             for threads in THREADS:
                 ours, theirs = Ours(bundle, threads), Theirs(layout, threads)
                 for workload, (paths, audio_seconds) in workloads.items():
-                    row = _side_by_side(ours, theirs, paths, options.repeats)
+                    row = side_by_side(ours, theirs, paths, options.repeats)
                     runs.append(
                         {
                             "precision": precision,
@@ -101,32 +99,6 @@ def measure(options: BenchOptions) -> dict[str, Any]:
 
 def _seconds(paths: Sequence[Path]) -> float:
     return float(sum(sf.info(path).duration for path in paths))
-
-
-def _side_by_side(
-    ours: Ours, theirs: Theirs, paths: Sequence[Path], repeats: int
-) -> dict[str, Any]:
-    warm_ours, warm_theirs = ours(paths), theirs(paths)
-    timed: dict[str, list[Pass]] = {"ours": [], "theirs": []}
-    for repeat in range(max(1, repeats)):
-        order = ("ours", "theirs") if repeat % 2 == 0 else ("theirs", "ours")
-        for who in order:
-            timed[who].append((ours if who == "ours" else theirs)(paths))
-    best = {who: min(passes, key=lambda p: p.total) for who, passes in timed.items()}
-    medians = {who: statistics.median(p.total for p in passes) for who, passes in timed.items()}
-    return {
-        "ours_s": round(best["ours"].total, 4),
-        "theirs_s": round(best["theirs"].total, 4),
-        "ours_median_s": round(medians["ours"], 4),
-        "theirs_median_s": round(medians["theirs"], 4),
-        "speed_ratio": round(best["theirs"].total / best["ours"].total, 3),
-        "stages_s": {
-            who: {stage: round(p.seconds[stage], 4) for stage in STAGES} for who, p in best.items()
-        },
-        "agreement": agreement(warm_ours.texts, warm_theirs.texts),
-        "transcripts_stable": timed["ours"][-1].texts == warm_ours.texts
-        and timed["theirs"][-1].texts == warm_theirs.texts,
-    }
 
 
 def _quartznet_attempts(options: BenchOptions, tmp: Path) -> list[dict[str, Any]]:

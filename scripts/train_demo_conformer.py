@@ -22,7 +22,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ if str(REPO_ROOT) not in sys.path:  # run as `python scripts/train_demo_conforme
 
 from export.conformer import ConformerCTC, ConformerSpec  # noqa: E402
 from export.gigaam import FILTERBANK_KEY, WINDOW_KEY, load_gigaam  # noqa: E402
+from export.synth import FloatArray  # noqa: E402
 from scripts.train_demo_model import (  # noqa: E402
     EPOCH_EXAMPLES,
     MANIFEST_FILE,
@@ -243,23 +244,33 @@ def verify_checkpoint(path: Path, clips: Sequence[Clip]) -> list[tuple[Clip, str
     if source.frontend != FRONTEND:
         raise RuntimeError(f"{path} reloads with front end {source.frontend}, not {FRONTEND}")
     frontend = make_frontend(source.frontend)
-    mismatches = []
+    return wrong_clips(clips, lambda audio: transcribe(source.model, frontend, audio))
+
+
+def wrong_clips(
+    clips: Sequence[Clip], hypothesis: Callable[[FloatArray], str]
+) -> list[tuple[Clip, str]]:
+    """The clips whose hypothesis is not their normalised text, with the hypothesis."""
+    wrong = []
     for clip in clips:
-        hypothesis = transcribe(source.model, frontend, clip.audio)
-        if hypothesis != normalize_text(clip.text):
-            mismatches.append((clip, hypothesis))
-    return mismatches
+        text = hypothesis(clip.audio)
+        if text != normalize_text(clip.text):
+            wrong.append((clip, text))
+    return wrong
 
 
 def training_report(
     result: TrainResult,
     settings: TrainSettings,
-    spec: ConformerSpec,
+    spec: Any,
     counts: dict[str, int],
     seconds: float,
+    *,
+    model_file: str = MODEL_FILE,
 ) -> dict[str, Any]:
+    """The training report; ``spec`` the architecture dataclass (ConformerSpec, …)."""
     architecture = {
-        "model_file": MODEL_FILE,
+        "model_file": model_file,
         "architecture": asdict(spec),
         "frontend": asdict(FRONTEND),
     }
@@ -308,21 +319,32 @@ def run(out_dir: Path, audio_dir: Path, settings: TrainSettings, shape: DemoShap
     seconds = time.monotonic() - wall_start
     counts = {"train_clips": len(train_set), "validation_clips": len(val_set)}
     report = training_report(result, settings, spec, counts, seconds)
-    heldout_cer = result_cer(checks, mismatches)
+    return finish(report, out_dir / REPORT_FILE, model_path, (checks, demo, mismatches))
+
+
+Checked = tuple[Sequence[Clip], Sequence[Clip], Sequence[tuple[Clip, str]]]
+
+
+def finish(report: dict[str, Any], report_path: Path, model_path: Path, checked: Checked) -> int:
+    """The reloaded checkpoint's held-out results into ``report``, written to
+    ``report_path``; the exit status ``acceptance`` gives (0 when every demo clip is exact
+    and the held-out CER is within bounds)."""
+    checks, demo, mismatches = checked
     demo_keys = {(clip.text, clip.voice) for clip in demo}
     demo_misses = [(c, h) for c, h in mismatches if (c.text, c.voice) in demo_keys]
     report["checkpoint_bytes"] = model_path.stat().st_size
     report["reloaded_checkpoint_mismatches"] = len(mismatches)
     report["reloaded_checkpoint_heldout_clips"] = len(checks)
-    report["reloaded_checkpoint_heldout_cer"] = round(heldout_cer, 5)
+    report["reloaded_checkpoint_heldout_cer"] = round(result_cer(checks, mismatches), 5)
     report["demo_clips_exact"] = f"{len(demo) - len(demo_misses)}/{len(demo)}"
     report["reloaded_checkpoint_errors"] = [
         {"voice": clip.voice, "reference": normalize_text(clip.text), "hypothesis": hypothesis}
         for clip, hypothesis in mismatches
     ]
     report_text = json.dumps(report, ensure_ascii=False, indent=2) + "\n"
-    (out_dir / REPORT_FILE).write_text(report_text, encoding="utf-8")
-    print(f"wrote {model_path} ({report['checkpoint_bytes'] / 1e6:.2f} MB); {seconds:.0f}s in all")
+    report_path.write_text(report_text, encoding="utf-8")
+    megabytes = report["checkpoint_bytes"] / 1e6
+    print(f"wrote {model_path} ({megabytes:.2f} MB); {report['total_seconds']:.0f}s in all")
     return acceptance(checks, demo, mismatches)
 
 

@@ -19,11 +19,9 @@ upstream's greedy rules.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +47,11 @@ from scripts.train_demo_conformer import (  # noqa: E402
     DemoShape,
     conformer_spec,
     demo_audio,
+    finish,
     gigaam_cfg,
     preprocessor_state,
+    training_report,
+    wrong_clips,
 )
 from scripts.train_demo_model import (  # noqa: E402
     BLANK,
@@ -58,15 +59,10 @@ from scripts.train_demo_model import (  # noqa: E402
     VOCABULARY,
     Batch,
     Clip,
-    TrainResult,
     TrainSettings,
-    acceptance,
     augment_clips,
     make_examples,
-    normalize_text,
     parameter_count,
-    report_fields,
-    result_cer,
     synthesize_set,
     train,
     train_voices,
@@ -232,30 +228,11 @@ def transcribe(model: TransducerModel, features: Tensor) -> str:
 def verify_checkpoint(path: Path, clips: Sequence[Clip]) -> list[tuple[Clip, str]]:
     """Reload the .ckpt as the exporter does; return the clips it gets wrong."""
     source = load_gigaam(path)
-    if source.frontend != FRONTEND or not isinstance(source.model, TransducerModel):
+    model = source.model
+    if source.frontend != FRONTEND or not isinstance(model, TransducerModel):
         raise RuntimeError(f"{path} does not reload as a transducer with {FRONTEND}")
     frontend = make_frontend(source.frontend)
-    mismatches = []
-    for clip in clips:
-        hypothesis = transcribe(source.model, torch.from_numpy(frontend(clip.audio)))
-        if hypothesis != normalize_text(clip.text):
-            mismatches.append((clip, hypothesis))
-    return mismatches
-
-
-def training_report(
-    result: TrainResult,
-    settings: TrainSettings,
-    spec: TransducerSpec,
-    counts: dict[str, int],
-    seconds: float,
-) -> dict[str, Any]:
-    architecture = {
-        "model_file": MODEL_FILE,
-        "architecture": asdict(spec),
-        "frontend": asdict(FRONTEND),
-    }
-    return report_fields(result, settings, architecture, counts, seconds)
+    return wrong_clips(clips, lambda audio: transcribe(model, torch.from_numpy(frontend(audio))))
 
 
 def run(
@@ -294,23 +271,9 @@ def run(
 
     seconds = time.monotonic() - wall_start
     counts = {"train_clips": len(train_set), "validation_clips": len(val_set)}
-    report = training_report(result, settings, spec, counts, seconds)
-    demo_keys = {(clip.text, clip.voice) for clip in demo}
-    demo_misses = [(c, h) for c, h in mismatches if (c.text, c.voice) in demo_keys]
+    report = training_report(result, settings, spec, counts, seconds, model_file=MODEL_FILE)
     report["encoder_initialised_from"] = encoder_from.name if encoder_from else None
-    report["checkpoint_bytes"] = model_path.stat().st_size
-    report["reloaded_checkpoint_mismatches"] = len(mismatches)
-    report["reloaded_checkpoint_heldout_clips"] = len(checks)
-    report["reloaded_checkpoint_heldout_cer"] = round(result_cer(checks, mismatches), 5)
-    report["demo_clips_exact"] = f"{len(demo) - len(demo_misses)}/{len(demo)}"
-    report["reloaded_checkpoint_errors"] = [
-        {"voice": clip.voice, "reference": normalize_text(clip.text), "hypothesis": hypothesis}
-        for clip, hypothesis in mismatches
-    ]
-    report_text = json.dumps(report, ensure_ascii=False, indent=2) + "\n"
-    (out_dir / REPORT_FILE).write_text(report_text, encoding="utf-8")
-    print(f"wrote {model_path} ({report['checkpoint_bytes'] / 1e6:.2f} MB); {seconds:.0f}s in all")
-    return acceptance(checks, demo, mismatches)
+    return finish(report, out_dir / REPORT_FILE, model_path, (checks, demo, mismatches))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

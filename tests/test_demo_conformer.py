@@ -264,38 +264,43 @@ def test_conformer_training_smoke_run(tmp_path: Path) -> None:
     assert torch.equal(actual, expected)
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo checkpoint exported here with the DEFAULT Conformer scheme and gate."""
-    out = tmp_path_factory.mktemp("conformer") / "bundle"
+def export_demo(checkpoint: Path, out: Path, model_id: str) -> Path:
+    """A demo GigaAM checkpoint exported with the default scheme and gate, on the export's
+    synthetic clips and the demo's held-out clips (with references)."""
     clips = synthetic_clips(16000) + manifest_clips([MANIFEST], 16000)
-    export_bundle(
-        load_gigaam(CHECKPOINT),
-        out,
-        clips,
-        ExportOptions(model_id="demo-conformer-test"),
-        step=lambda message: None,
-    )
+    options = ExportOptions(model_id=model_id)
+    export_bundle(load_gigaam(checkpoint), out, clips, options, step=lambda message: None)
     return out
 
 
-def test_export_gate_passes_and_int8_keeps_every_transcript(exported: Path) -> None:
-    bundle = load_bundle(exported)
-    assert bundle.config.family == "conformer"
+def assert_gate_keeps_every_transcript(bundle: Any) -> None:
+    """Passed with the Conformer int8 scheme; PyTorch → ONNX fp32 → int8 transcripts
+    identical, and equal to the references on the demo clips."""
     assert bundle.config.source["quantization"]["name"] == CONFORMER_SCHEME.name
     report = bundle.verification
     assert report["passed"] is True
     metrics = report["metrics"]
     assert metrics["int8_token_agreement"] >= 0.995
-    assert metrics["fp32_cer_vs_reference"] == 0.0
-    assert metrics["int8_cer_vs_reference"] == 0.0
+    assert metrics["fp32_cer_vs_reference"] == metrics["int8_cer_vs_reference"] == 0.0
     assert metrics["torch_fp32_transcripts_identical"] == 1.0
     referenced = [clip for clip in report["clips"] if clip["reference"]]
     assert len(referenced) == len(demo_clips())
     for clip in report["clips"]:
         assert clip["text_torch"] == clip["text_fp32"]
-    for clip in referenced:  # PyTorch → ONNX fp32 → int8, identical on the demo clips
+    for clip in referenced:
         assert clip["text_torch"] == clip["text_fp32"] == clip["text_int8"] == clip["reference"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("conformer") / "bundle"
+    return export_demo(CHECKPOINT, out, "demo-conformer-test")
+
+
+def test_export_gate_passes_and_int8_keeps_every_transcript(exported: Path) -> None:
+    bundle = load_bundle(exported)
+    assert bundle.config.family == "conformer" and bundle.config.transducer is None
+    assert_gate_keeps_every_transcript(bundle)
 
 
 def test_torch_bundle_and_reference_agree_on_every_demo_clip(exported: Path) -> None:

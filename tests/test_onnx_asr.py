@@ -15,7 +15,7 @@ from asr.bundle import load_bundle, write_checksums
 from asr.transcribe import Transcriber
 
 from bench.common import BenchOptions
-from bench.onnx_asr_agreement import agreement
+from bench.onnx_asr_engines import agreement
 from bench.onnx_asr_layout import UnsupportedBundle, load_onnx_asr, write_layout
 from bench.onnx_asr_side_by_side import markdown, measure
 from tests.conftest import DEMO

@@ -28,14 +28,21 @@ def default_threads() -> int:
     return available_cpus()
 
 
-def onnx_session(path: Path, threads: int) -> ort.InferenceSession:
-    """A CPU session with ``threads`` intra-op threads, fully optimised, quiet."""
+def session_options(threads: int) -> ort.SessionOptions:
+    """``threads`` intra-op threads, one inter-op, sequential, every graph optimisation,
+    errors only in the log."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    return options
+
+
+def onnx_session(path: Path, threads: int) -> ort.InferenceSession:
+    """A CPU session with ``session_options(threads)``."""
+    options = session_options(threads)
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
