@@ -182,5 +182,10 @@ def test_rnnt_layout_runs_the_trained_transducer_in_onnx_asr(tmp_path: Path) -> 
     assert ours_pass.texts == theirs_pass.texts == [text for _, text in held_out()]
     assert theirs_pass.seconds["decode loop"] > 0 and ours_pass.seconds["decode loop"] > 0
     result = onnx_asr_rnnt.measure(BenchOptions(quick=True, repeats=1))
-    assert all(run["agreement"]["identical"] == run["agreement"]["total"] for run in result["runs"])
+    assert {run["threads"] for run in result["runs"]} == {1, 2}
+    # On real speech (never heard) the two may part, and only where the features differ:
+    # our encoder and loop on onnx-asr's features give onnx-asr's transcript.
+    real = result["trained"][1]
+    assert real["ours_on_their_features_gives_theirs"] == real["differing"]
+    assert real["identical"] + real["differing"] == real["total"]
     assert "GigaAM v3 RNNT" in onnx_asr_rnnt.markdown(result)
