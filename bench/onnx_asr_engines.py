@@ -12,15 +12,22 @@ from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
+import soundfile as sf
 from asr.bundle import load_bundle
 from asr.transcribe import Transcriber
 from onnx_asr.models.gigaam import GigaamV2Ctc
 from onnx_asr.preprocessors.numpy_preprocessor import GigaamPreprocessorNumpy
 
+from bench.common import BenchOptions, real_speech, write_wav
+from bench.models import PRECISIONS, Family, Precision, bundle_for
 from bench.onnx_asr_layout import OnnxAsrModel, load_onnx_asr
 from export.verify import edit_distance
 
 STAGES = ("features", "model", "other")
+THREADS = (1, 2)
+LONG_SECONDS = 20.0
+QUICK_LONG_SECONDS = 4.0
+QUICK_CLIPS = 2
 Int64Array = npt.NDArray[np.int64]
 Float32Array = npt.NDArray[np.float32]
 
@@ -110,9 +117,48 @@ class Theirs:
         return result
 
 
+Recogniser = Callable[[Sequence[Path]], Pass]
+# (bundle dir, onnx-asr layout, threads) → ours, theirs, and extra fields for each row.
+Engines = Callable[[Path, OnnxAsrModel, int], tuple[Recogniser, Recogniser, dict[str, Any]]]
+
+
+def timed_grid(
+    options: BenchOptions,
+    family: Family,
+    *,
+    clips: Sequence[Path],
+    tmp: Path,
+    write_layout: Callable[[Path, Path], OnnxAsrModel],
+    engines: Engines,
+) -> list[dict[str, Any]]:
+    """``side_by_side`` for each precision × threads × workload: the clips one at a time (the
+    API's case), and one long WAV of real speech."""
+    precisions: tuple[Precision, ...] = ("int8",) if options.quick else PRECISIONS
+    long_seconds = QUICK_LONG_SECONDS if options.quick else LONG_SECONDS
+    long_wav = write_wav(tmp / "speech.wav", real_speech(long_seconds))
+    workloads = {
+        f"{len(clips)} clips, one at a time": (clips, sum(sf.info(p).duration for p in clips)),
+        f"{long_seconds:g} s WAV": ([long_wav], long_seconds),
+    }
+    runs: list[dict[str, Any]] = []
+    for precision in precisions:
+        bundle = bundle_for(family, precision, options)
+        layout = write_layout(bundle, tmp / f"onnx-asr-{precision}")
+        for threads in THREADS:
+            ours, theirs, details = engines(bundle, layout, threads)
+            for workload, (paths, audio_seconds) in workloads.items():
+                runs.append(
+                    {"precision": precision, "threads": threads, **details, "workload": workload,
+                     "audio_seconds": round(float(audio_seconds), 3),
+                     **side_by_side(ours, theirs, paths, options.repeats)}
+                )  # fmt: skip
+            del ours, theirs  # free both sessions before the next pair loads
+    return runs
+
+
 def side_by_side(
-    ours: Callable[[Sequence[Path]], Pass],
-    theirs: Callable[[Sequence[Path]], Pass],
+    ours: Recogniser,
+    theirs: Recogniser,
     paths: Sequence[Path],
     repeats: int,
 ) -> dict[str, Any]:

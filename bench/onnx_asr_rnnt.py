@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import onnx
-import soundfile as sf
 from asr.bundle import load_bundle
 from asr.transcribe import Transcriber
 from onnx_asr.models.gigaam import GigaamV2Rnnt
@@ -36,19 +35,15 @@ from bench.common import (
     BenchOptions,
     bench_main,
     markdown_table,
-    real_speech,
     speech_clips,
-    write_wav,
 )
-from bench.models import DEMO_BUNDLES, FAMILY_INFO, PRECISIONS, Precision, bundle_for
+from bench.models import DEMO_BUNDLES, FAMILY_INFO
 from bench.onnx_asr_agreement import read_clip, their_features, theirs_preprocessor
-from bench.onnx_asr_engines import Pass, agreement, side_by_side
+from bench.onnx_asr_engines import QUICK_CLIPS, Pass, agreement, timed_grid
 from bench.onnx_asr_layout import OnnxAsrModel, load_onnx_asr, onnx_asr_version
 
 NAME = "onnx_asr_rnnt"
 TITLE = "GigaAM v3 RNNT beside onnx-asr"
-THREADS = (1, 2)
-LONG_SECONDS = 20.0
 STAGES = ("features", "encoder", "decode loop", "other")
 DEMO_AUDIO = DEMO_BUNDLES["gigaam_v3_rnnt"].parent / "audio"
 
@@ -181,29 +176,22 @@ class Theirs:
 
 
 def measure(options: BenchOptions) -> dict[str, Any]:
-    clips = speech_clips()[:2] if options.quick else speech_clips()
-    precisions: tuple[Precision, ...] = ("int8",) if options.quick else PRECISIONS
-    long_seconds = 4.0 if options.quick else LONG_SECONDS
-    runs: list[dict[str, Any]] = []
+    clips = speech_clips()[:QUICK_CLIPS] if options.quick else speech_clips()
+
+    def engines(
+        bundle: Path, layout: OnnxAsrModel, threads: int
+    ) -> tuple[Ours, Theirs, dict[str, Any]]:
+        return Ours(bundle, threads), Theirs(layout, threads), {}
+
     with tempfile.TemporaryDirectory() as tmp:
-        long_wav = write_wav(Path(tmp) / "speech.wav", real_speech(long_seconds))
-        workloads = {
-            f"{len(clips)} clips, one at a time": (clips, _seconds(clips)),
-            f"{long_seconds:g} s WAV": ([long_wav], long_seconds),
-        }
-        for precision in precisions:
-            bundle = bundle_for("gigaam_v3_rnnt", precision, options)
-            layout = write_layout(bundle, Path(tmp) / f"onnx-asr-{precision}")
-            for threads in THREADS:
-                ours, theirs = Ours(bundle, threads), Theirs(layout, threads)
-                for workload, (paths, audio_seconds) in workloads.items():
-                    row = side_by_side(ours, theirs, paths, options.repeats)
-                    runs.append(
-                        {"precision": precision, "threads": threads, "workload": workload,
-                         "audio_seconds": round(audio_seconds, 3), **row}
-                    )  # fmt: skip
-                    print(runs[-1], flush=True)
-                del ours, theirs
+        runs = timed_grid(
+            options,
+            "gigaam_v3_rnnt",
+            clips=clips,
+            tmp=Path(tmp),
+            write_layout=write_layout,
+            engines=engines,
+        )
         trained = _trained_agreement(clips, Path(tmp) / "demo")
     return {
         "quick": options.quick,
@@ -214,10 +202,6 @@ def measure(options: BenchOptions) -> dict[str, Any]:
         "runs": runs,
         "trained": trained,
     }
-
-
-def _seconds(paths: Sequence[Path]) -> float:
-    return float(sum(sf.info(path).duration for path in paths))
 
 
 def _trained_agreement(clips: Sequence[Path], tmp: Path) -> list[dict[str, Any]]:

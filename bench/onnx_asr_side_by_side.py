@@ -18,69 +18,50 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import onnx_asr
-import soundfile as sf
 
 from bench.common import (
     BenchOptions,
     bench_main,
     markdown_table,
-    real_speech,
     speech_clips,
-    write_wav,
 )
-from bench.models import FAMILY_INFO, PRECISIONS, Precision, bundle_for
+from bench.models import FAMILY_INFO, bundle_for
 from bench.onnx_asr_agreement import (
     compare_frontends,
     theirs_preprocessor,
     trained_agreement,
 )
-from bench.onnx_asr_engines import STAGES, Ours, Theirs, side_by_side
-from bench.onnx_asr_layout import UnsupportedBundle, write_layout
+from bench.onnx_asr_engines import QUICK_CLIPS, STAGES, Ours, Theirs, timed_grid
+from bench.onnx_asr_layout import OnnxAsrModel, UnsupportedBundle, write_layout
 
 NAME = "onnx_asr"
 TITLE = "Side by side with onnx-asr"
-THREADS = (1, 2)
-LONG_SECONDS = 20.0
-QUICK_LONG_SECONDS = 4.0
-QUICK_CLIPS = 2
 
 
 def measure(options: BenchOptions) -> dict[str, Any]:
     clips = speech_clips()[:QUICK_CLIPS] if options.quick else speech_clips()
-    precisions: tuple[Precision, ...] = ("int8",) if options.quick else PRECISIONS
-    long_seconds = QUICK_LONG_SECONDS if options.quick else LONG_SECONDS
-    runs: list[dict[str, Any]] = []
+
+    def engines(
+        bundle: Path, layout: OnnxAsrModel, threads: int
+    ) -> tuple[Ours, Theirs, dict[str, Any]]:
+        ours, theirs = Ours(bundle, threads), Theirs(layout, threads)
+        return ours, theirs, {"session_threads": {"ours": ours.threads, "theirs": theirs.threads}}
+
     with tempfile.TemporaryDirectory() as tmp:
-        long_wav = write_wav(Path(tmp) / "speech.wav", real_speech(long_seconds))
-        workloads = {
-            f"{len(clips)} clips, one at a time": (clips, _seconds(clips)),
-            f"{long_seconds:g} s WAV": ([long_wav], long_seconds),
-        }
-        for precision in precisions:
-            bundle = bundle_for("gigaam_v3", precision, options)
-            layout = write_layout(bundle, Path(tmp) / f"onnx-asr-{precision}")
-            for threads in THREADS:
-                ours, theirs = Ours(bundle, threads), Theirs(layout, threads)
-                for workload, (paths, audio_seconds) in workloads.items():
-                    row = side_by_side(ours, theirs, paths, options.repeats)
-                    runs.append(
-                        {
-                            "precision": precision,
-                            "threads": threads,
-                            "session_threads": {"ours": ours.threads, "theirs": theirs.threads},
-                            "workload": workload,
-                            "audio_seconds": round(audio_seconds, 3),
-                            **row,
-                        }
-                    )
-                del ours, theirs
+        runs = timed_grid(
+            options,
+            "gigaam_v3",
+            clips=clips,
+            tmp=Path(tmp),
+            write_layout=write_layout,
+            engines=engines,
+        )
         unsupported = _quartznet_attempts(options, Path(tmp))
     return {
         "quick": options.quick,
@@ -95,10 +76,6 @@ def measure(options: BenchOptions) -> dict[str, Any]:
         "trained": trained_agreement(clips),
         "unsupported": unsupported,
     }
-
-
-def _seconds(paths: Sequence[Path]) -> float:
-    return float(sum(sf.info(path).duration for path in paths))
 
 
 def _quartznet_attempts(options: BenchOptions, tmp: Path) -> list[dict[str, Any]]:

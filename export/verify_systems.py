@@ -3,9 +3,9 @@ transducer, each giving tokens, text and the log-probs the gate compares.
 
 CTC log-probs are per frame, whatever was decoded. A transducer's are the joint's at each
 step of a greedy path (per frame: one step per token emitted there, then the blank that
-ends the frame unless ``max_symbols_per_step`` tokens were); ``log_probs_on`` computes them
-along *another* system's path (teacher forcing), so PyTorch and ONNX are compared on the
-same steps even where their paths part.
+ends the frame unless ``max_symbols_per_step`` tokens were); ``run(features, along=…)``
+computes them along *another* system's path (teacher forcing), so PyTorch and ONNX are
+compared on the same steps even where their paths part. Each run encodes once.
 """
 
 from __future__ import annotations
@@ -36,15 +36,18 @@ class Output:
 
     token_ids: tuple[int, ...]
     text: str
-    log_probs: np.ndarray  # CTC [T', V]; transducer [steps of its greedy path, V]
+    # CTC [T', V]; transducer [steps of a greedy path, V] (empty when not asked for)
+    log_probs: np.ndarray
     frames: tuple[int, ...] = ()  # transducer: each token's encoder frame
 
 
 class System(Protocol):
-    def run(self, features: np.ndarray) -> Output: ...
-
-    def log_probs_on(self, features: np.ndarray, path: Output) -> np.ndarray:
-        """This system's log-probs at the steps of ``path`` (another system's output)."""
+    def run(
+        self, features: np.ndarray, along: Output | None = None, *, with_log_probs: bool = True
+    ) -> Output:
+        """Tokens and text of ``features``; a transducer's log-probs at the steps of
+        ``along``'s path (another system's output) or of its own, or none when
+        ``with_log_probs`` is false. CTC log-probs are per frame whatever the path."""
 
 
 class CtcSystem:
@@ -53,13 +56,12 @@ class CtcSystem:
         self.vocabulary = vocabulary
         self.frame_seconds = frame_seconds
 
-    def run(self, features: np.ndarray) -> Output:
+    def run(
+        self, features: np.ndarray, along: Output | None = None, *, with_log_probs: bool = True
+    ) -> Output:
         log_probs = self._log_probs(features)
         decoded = greedy_decode(log_probs, self.vocabulary, self.frame_seconds)
         return Output(decoded.token_ids, decoded.text, log_probs)
-
-    def log_probs_on(self, features: np.ndarray, path: Output) -> np.ndarray:
-        return self._log_probs(features)
 
 
 class TorchTransducerSystem:
@@ -73,16 +75,20 @@ class TorchTransducerSystem:
             encoded: torch.Tensor = self.model.encoder(batch, torch.tensor([features.shape[1]]))[0]
         return encoded[0]
 
-    def run(self, features: np.ndarray) -> Output:
-        path = greedy_path(self.model, self.encode(features))
-        if path.step_log_probs:
+    def run(
+        self, features: np.ndarray, along: Output | None = None, *, with_log_probs: bool = True
+    ) -> Output:
+        encoded = self.encode(features)
+        path = greedy_path(self.model, encoded)
+        if along is not None and with_log_probs:
+            log_probs = self._along(encoded, along)
+        elif path.step_log_probs:  # its own path's, recorded while decoding
             log_probs = torch.stack(path.step_log_probs).numpy()
         else:
             log_probs = np.zeros((0, self.model.spec.num_classes), np.float32)
         return _output(self.vocabulary, path.token_ids, path.frames, log_probs)
 
-    def log_probs_on(self, features: np.ndarray, path: Output) -> np.ndarray:
-        encoded = self.encode(features)
+    def _along(self, encoded: torch.Tensor, path: Output) -> np.ndarray:
         predictor, joint = self.model.predictor, self.model.joint
         with torch.no_grad():
             h, c = predictor.initial_state(1)
@@ -105,16 +111,18 @@ class OnnxTransducerSystem:
         self.transducer = OnnxTransducer(bundle)
         self.vocabulary = bundle.vocabulary
 
-    def run(self, features: np.ndarray) -> Output:
+    def run(
+        self, features: np.ndarray, along: Output | None = None, *, with_log_probs: bool = True
+    ) -> Output:
         encoded = self.encoder(features)
         path = self.transducer.greedy([encoded])[0]
         output = _output(self.vocabulary, path.token_ids, path.frames, np.zeros((0, 0)))
-        return Output(output.token_ids, output.text, self._on(encoded, output), output.frames)
+        if not with_log_probs:
+            return output
+        log_probs = self._along(encoded, along or output)
+        return Output(output.token_ids, output.text, log_probs, output.frames)
 
-    def log_probs_on(self, features: np.ndarray, path: Output) -> np.ndarray:
-        return self._on(self.encoder(features), path)
-
-    def _on(self, encoded: np.ndarray, path: Output) -> np.ndarray:
+    def _along(self, encoded: np.ndarray, path: Output) -> np.ndarray:
         transducer = self.transducer
         prediction, h, c = transducer.initial_state(1)
         predictions = [prediction[0]]

@@ -49,19 +49,15 @@ from scripts.train_demo_model import (  # noqa: E402
     TrainResult,
     TrainSettings,
     acceptance,
-    augment_clips,
     demo_clips,
-    make_examples,
     manifest_checks,
     normalize_text,
     parameter_count,
     report_fields,
     result_cer,
-    synthesize_set,
     train,
-    train_voices,
+    training_sets,
     transcribe,
-    validation_clips,
     write_demo_audio,
 )
 
@@ -299,9 +295,7 @@ def run(out_dir: Path, audio_dir: Path, settings: TrainSettings, shape: DemoShap
     )
     frontend = make_frontend(FRONTEND)
 
-    train_clips = augment_clips(synthesize_set(train_voices(), settings.seed), settings.seed)
-    val_clips = validation_clips(settings.seed + 1)
-    train_set, val_set = make_examples(train_clips, frontend), make_examples(val_clips, frontend)
+    val_clips, train_set, val_set = training_sets(frontend, settings.seed)
     print(
         f"{len(train_set)} training / {len(val_set)} validation clips ready in "
         f"{time.monotonic() - wall_start:.0f}s; model: "

@@ -276,6 +276,14 @@ def make_examples(clips: Sequence[Clip], frontend: Frontend) -> list[Example]:
     ]
 
 
+def training_sets(frontend: Frontend, seed: int) -> tuple[list[Clip], list[Example], list[Example]]:
+    """The augmented training clips and the held-out validation clips (seeded ``seed + 1``) as
+    examples: (validation clips, training examples, validation examples)."""
+    train_clips = augment_clips(synthesize_set(train_voices(), seed), seed)
+    val_clips = validation_clips(seed + 1)
+    return val_clips, make_examples(train_clips, frontend), make_examples(val_clips, frontend)
+
+
 def collate(examples: Sequence[Example]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Padded features [B, F, T], lengths [B], concatenated targets, target lengths [B]."""
     lengths = torch.tensor([e.features.shape[1] for e in examples], dtype=torch.int64)
@@ -774,9 +782,7 @@ def run(out_dir: Path, audio_dir: Path, settings: TrainSettings) -> int:
     frontend = NemoMelFrontend(frontend_from_nemo(config))
     spec = QuartzNetSpec.from_nemo_config(config)
 
-    train_clips = augment_clips(synthesize_set(train_voices(), settings.seed), settings.seed)
-    val_clips = validation_clips(settings.seed + 1)
-    train_set, val_set = make_examples(train_clips, frontend), make_examples(val_clips, frontend)
+    val_clips, train_set, val_set = training_sets(frontend, settings.seed)
     print(
         f"{len(train_set)} training / {len(val_set)} validation clips ready in "
         f"{time.monotonic() - wall_start:.0f}s; model: {parameter_count(QuartzNetCTC(spec)):,} "
