@@ -234,7 +234,7 @@ def _on_their_features(transcriber: Transcriber, path: Path) -> str:
     """Our encoder and decode loop on onnx-asr's features of ``path``."""
     features = their_features(theirs_preprocessor(), read_clip(path))
     encoded = transcriber.model(features)
-    return transcriber.search([encoded], [0.0])[0].text
+    return transcriber.search([encoded], [0.0], transcriber.default_decoding)[0].text
 
 
 def markdown(result: dict[str, Any]) -> str:

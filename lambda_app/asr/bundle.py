@@ -6,6 +6,8 @@
     decoder.onnx       transducers only: the prediction network (one LSTM step)
     joint.onnx         transducers only: the joint network
     tokens.txt         the token list, blank included
+    lm.ngram           optional: a word LM for the beam search (python -m export attach-lm;
+                       or lm.bin, a KenLM binary, with its unigrams.txt)
     verification.json  the export's verification report (must say it passed)
     SHA256SUMS         sha256 of every other file, ``sha256sum`` format
 
@@ -56,6 +58,8 @@ def bundle_files(config: BundleConfig) -> list[str]:
     files = [CONFIG_FILE, config.model.file, config.tokens.file, config.verification_file]
     if config.transducer is not None:
         files += [config.transducer.decoder_file, config.transducer.joint_file]
+    if config.decoder.lm is not None:
+        files += config.decoder.lm.files()
     return files
 
 

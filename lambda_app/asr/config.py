@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from .decoding import DecoderConfig
 from .errors import BundleError
 
 BUNDLE_FORMAT_VERSION = 1
@@ -181,6 +182,8 @@ class BundleConfig:
     tokens: TokensConfig
     # An RNN-T's decoder and joint; None: the model's log-probs are decoded as CTC.
     transducer: TransducerConfig | None = None
+    # The default decoder and the beam search's settings and LM (asr.decoding).
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
     format_version: int = BUNDLE_FORMAT_VERSION
     verification_file: str = "verification.json"
     checksums_file: str = "SHA256SUMS"
@@ -216,19 +219,31 @@ class BundleConfig:
             transducer = data.get("transducer")
             if transducer is not None:
                 transducer = TransducerConfig.from_dict(_section(data, "transducer"))
-            sections = {"frontend", "model", "tokens", "transducer"}
+            decoder = DecoderConfig.from_dict(data.get("decoder") or {})
+            sections = {"frontend", "model", "tokens", "transducer", "decoder"}
             extra = {k: v for k, v in data.items() if k not in sections}
             config = cls(
-                frontend=frontend, model=model, tokens=tokens, transducer=transducer, **extra
+                frontend=frontend,
+                model=model,
+                tokens=tokens,
+                transducer=transducer,
+                decoder=decoder,
+                **extra,
             )
         except TypeError as exc:  # unknown or missing keys
             raise BundleError(f"config.json does not match the bundle schema: {exc}") from exc
+        except ValueError as exc:
+            raise BundleError(f"invalid config: {exc}") from exc
         if config.family not in MODEL_FAMILIES:
             raise BundleError(f"config.json names an unknown model family {config.family!r}")
         if config.tokens.kind not in TOKEN_KINDS:
             raise BundleError(f"config.json names an unknown token kind {config.tokens.kind!r}")
         if not config.model_id or not isinstance(config.model_id, str):
             raise BundleError("config.json needs a non-empty model_id")
+        if config.transducer is not None and (
+            config.decoder.method != "greedy" or config.decoder.lm is not None
+        ):
+            raise BundleError("config.json: a transducer bundle decodes greedily, without an LM")
         if (config.model.output == "encoded") != (config.transducer is not None):
             raise BundleError(
                 "config.json: a model that outputs encoded frames needs a transducer section, "

@@ -5,6 +5,7 @@ result = transcriber.transcribe("clip.mp3")            # a path
 result = transcriber.transcribe(wav_bytes)              # bytes
 result = transcriber.transcribe(samples, sample_rate=8000)  # a numpy array
 result = transcriber.transcribe(data, limits=AudioLimits(max_duration_s=60), deadline=deadline)
+result = transcriber.transcribe(data, decoding=DecodingOptions(method="beam", hotwords=...))
 
 Audio up to one model pass long (the bundle's ``max_window_seconds``; 30 s for bundles
 without a cap) is transcribed in one pass, as a whole. Longer audio is a long recording:
@@ -14,6 +15,9 @@ through the acoustic model in batches of similar lengths; each becomes one
 ``Transcript.segments`` entry with absolute times. Decoding is streamed (``audio.
 decode_audio_blocks``), so memory holds the mono signal at the model's rate and one batch's
 features, whatever the file's length, channels or source rate.
+
+``decoding`` overrides the bundle's default decoder (``asr.decoding``); the transcriber's
+``hotwords`` (the deployment's) apply to every request that does not choose greedy.
 
 ``limits`` caps what is accepted before decoding (``asr.limits``); ``deadline`` is checked
 after decoding, during the VAD, and before every segment's features and every batch's model
@@ -36,8 +40,10 @@ from .acoustic_model import OnnxAcousticModel
 from .audio import DEFAULT_LIMITS, decode_audio_blocks
 from .bundle import ModelBundle, load_bundle
 from .deadline import Deadline
+from .decoding import Decoding, DecodingOptions, resolve
 from .errors import AudioTooLong, EmptyAudio, InvalidRequest, NonFiniteAudio
 from .frontend import make_frontend
+from .hotwords import Hotword
 from .limits import AudioLimits
 from .pcm import SampleBlocks
 from .resample import resample
@@ -94,6 +100,7 @@ class Transcript:
     model_id: str
     timings: Timings = field(default_factory=Timings)
     segments: tuple[Segment, ...] = ()
+    decoder: str = "greedy"  # Decoding.describe(): "beam16+lm(alpha=0.5,beta=1)+hotwords(2)"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -121,13 +128,20 @@ class Transcriber:
         threads: int | None = None,
         vad: VadKind | None = None,
         max_segment_seconds: float | None = None,
+        hotwords: tuple[Hotword, ...] = (),
     ) -> None:
         """``vad``: "auto" (Silero when available), "silero" or "energy"; default
-        ``$ASR_VAD`` or "auto". ``max_segment_seconds`` lowers the bundle's cap on one pass."""
+        ``$ASR_VAD`` or "auto". ``max_segment_seconds`` lowers the bundle's cap on one pass.
+        ``hotwords``: the deployment's, checked here (a misspelt one fails the load)."""
         self.bundle = bundle
         self.frontend = make_frontend(bundle.config.frontend)
         self.model = OnnxAcousticModel(bundle, threads=threads)
         self.search = make_search(bundle)
+        self.alphabet = frozenset(
+            "".join(bundle.vocabulary.piece(i) for i in range(len(bundle.vocabulary)))
+        )
+        self.hotwords = hotwords
+        self.default_decoding = self.decoding(DecodingOptions())
         self.vad_kind = vad or _vad_from_env()
         if self.vad_kind not in VAD_KINDS:
             raise ValueError(f"unknown VAD {self.vad_kind!r}; choose one of {VAD_KINDS}")
@@ -148,12 +162,25 @@ class Transcriber:
         threads: int | None = None,
         vad: VadKind | None = None,
         max_segment_seconds: float | None = None,
+        hotwords: tuple[Hotword, ...] = (),
     ) -> Transcriber:
         return cls(
             load_bundle(Path(path)),
             threads=threads,
             vad=vad,
             max_segment_seconds=max_segment_seconds,
+            hotwords=hotwords,
+        )
+
+    def decoding(self, options: DecodingOptions) -> Decoding:
+        """What ``options`` resolve to for this bundle and deployment (InvalidRequest when
+        they cannot apply: ``asr.decoding``)."""
+        return resolve(
+            self.bundle.config.decoder,
+            options,
+            deployment_hotwords=self.hotwords,
+            alphabet=self.alphabet,
+            beam_supported=self.bundle.config.transducer is None,
         )
 
     @property
@@ -180,11 +207,17 @@ class Transcriber:
         max_duration_s: float | None = None,
         limits: AudioLimits = DEFAULT_LIMITS,
         deadline: Deadline | None = None,
+        decoding: DecodingOptions | None = None,
     ) -> Transcript:
         """Transcribe a file path, encoded audio bytes, or samples (with their rate).
 
         ``max_duration_s``, when given, replaces ``limits.max_duration_s``.
         """
+        chosen = (
+            self.default_decoding
+            if decoding is None or decoding.is_default
+            else self.decoding(decoding)
+        )
         if max_duration_s is not None:
             limits = replace(limits, max_duration_s=max_duration_s)
         started = time.perf_counter()
@@ -196,7 +229,7 @@ class Transcriber:
         segments: list[Segment] = []
         recognised = False
         for batch in _batches(spans, _BATCH_SECONDS * self.sample_rate):
-            results, spent = self._recognise(signal, batch, deadline)
+            results, spent = self._recognise(signal, batch, deadline, chosen)
             timings = Timings(
                 decode=timings.decode,
                 features=timings.features + spent.features,
@@ -216,6 +249,7 @@ class Transcriber:
             model_id=self.model_id,
             timings=timings,
             segments=tuple(spoken),
+            decoder=chosen.describe(),
         )
 
     def plan(self, signal: SampleBlocks, deadline: Deadline | None = None) -> list[tuple[int, int]]:
@@ -234,7 +268,11 @@ class Transcriber:
         )
 
     def _recognise(
-        self, signal: SampleBlocks, spans: Sequence[tuple[int, int]], deadline: Deadline | None
+        self,
+        signal: SampleBlocks,
+        spans: Sequence[tuple[int, int]],
+        deadline: Deadline | None,
+        decoding: Decoding,
     ) -> tuple[list[Segment], Timings]:
         """Features → acoustic model (one batch) → decoder search for ``spans`` of
         ``signal``. Spans shorter than one feature frame give nothing."""
@@ -256,7 +294,8 @@ class Transcriber:
         outputs = self.model.batch(features)
         del features
         model_at = time.perf_counter()
-        hypotheses = self.search(outputs, [start / self.sample_rate for start, _ in kept])
+        offsets = [start / self.sample_rate for start, _ in kept]
+        hypotheses = self.search(outputs, offsets, decoding)
         segments = []
         for (start, stop), hypothesis in zip(kept, hypotheses, strict=True):
             segments.append(
