@@ -11,6 +11,8 @@ python -m export onnx v3_ctc.onnx --gigaam-cfg v3_ctc.yaml --out bundles/gigaam-
 python -m export onnx model.onnx --tokens tokens.txt --frontend nemo-fastconformer --out b/
 python -m export download stt_ru_quartznet15x5 --dest checkpoints/ --accept-unverified
 python -m export eval dev.jsonl --checkpoint model.nemo --bundle b/fp32 --bundle b/int8
+python -m export build-lm corpus.txt --order 3 --out lm.arpa   # without KenLM's lmplz
+python -m export attach-lm bundles/my-model lm.arpa --alpha 0.5 --beta 1.0   # or lm.bin --unigrams
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from .eval_cli import add_arguments as add_eval_arguments
 from .eval_cli import run as run_eval
 from .gigaam import load_gigaam
 from .gigaam_releases import download_gigaam
+from .lm_attach import attach_lm
 from .nemo_conformer import load_nemo_conformer
 from .nemo_preprocessor import NemoStft
+from .ngram_estimate import build_arpa
 from .onnx_import import FRONTEND_PRESETS, describe_gigaam_graph, describe_graph
 from .pipeline import ExportOptions, ExportRejected, export_bundle, export_onnx_bundle
 from .quantize import SCHEMES
@@ -49,6 +53,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "download":
             path = _download(args.name, args.dest, args.sha256, args.accept_unverified)
             print(path)
+            return 0
+        if args.command == "build-lm":
+            words = build_arpa(args.corpus, args.out, args.order)
+            print(f"{args.out}: {args.order}-gram, {words} words")
+            return 0
+        if args.command == "attach-lm":
+            lm = attach_lm(
+                args.bundle,
+                args.lm,
+                alpha=args.alpha,
+                beta=args.beta,
+                unigrams=args.unigrams,
+                default=args.default,
+            )
+            print(f"{args.bundle}: {lm.file} ({lm.kind}), default decoder {args.default}")
             return 0
         return _export(args)
     except ExportRejected as exc:
@@ -231,6 +250,24 @@ def _parser() -> argparse.ArgumentParser:
         "eval", help="WER/CER of bundles (and the PyTorch original) on a manifest or folder"
     )
     add_eval_arguments(evaluation)
+
+    build = commands.add_parser("build-lm", help="estimate an ARPA word n-gram LM from text")
+    build.add_argument("corpus", type=Path, help="text, one sentence per line")
+    build.add_argument("--order", type=int, default=3)
+    build.add_argument("--out", type=Path, required=True)
+
+    attach = commands.add_parser("attach-lm", help="add a word LM to a CTC bundle (beam search)")
+    attach.add_argument("bundle", type=Path)
+    attach.add_argument("lm", type=Path, help="ARPA (.arpa, .arpa.gz) or a KenLM binary")
+    attach.add_argument("--alpha", type=float, default=0.5, help="LM weight")
+    attach.add_argument("--beta", type=float, default=1.0, help="word insertion bonus")
+    attach.add_argument("--unigrams", type=Path, help="a KenLM binary's word list")
+    attach.add_argument(
+        "--default",
+        choices=["beam", "greedy"],
+        default="beam",
+        help="the bundle's default decoder (requests may choose the other)",
+    )
     return parser
 
 

@@ -18,9 +18,10 @@ blank always) are tried; ``beam_width`` prefixes survive, none more than
 ``beam_prune_logp`` below the best. A frame where only the blank qualifies just adds the
 blank's log-prob to every prefix, so confident blank stretches cost almost nothing.
 
-Times and confidences are those of the winning prefix: a token starts at the frame that
-first emitted it and ends after the last frame its path stayed on it; its confidence is the
-highest probability it had on those frames (the greedy decoder's measures).
+Times and confidences are those of the winning prefix: a token spans the frames where it
+had probability above one half (where greedy's argmax run is), or, when it never had, from
+the frame that emitted it to the last its path stayed on it; its confidence is the highest
+probability it had on those frames (the greedy decoder's measures).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from .tokens import Vocabulary
 from .words import EMPTY, Hypothesis, hypothesis
 
 NEG_INF: Final = -math.inf
+_LOG_HALF: Final = math.log(0.5)
 # [prefix, log p(alignments ending in blank), log p(ending in its last token)]
 _Entry = list[Any]
 
@@ -74,6 +76,8 @@ class _Prefix:
 
     __slots__ = (
         "best_logp",
+        "confident_end",
+        "confident_start",
         "end",
         "hot",
         "key",
@@ -103,6 +107,8 @@ class _Prefix:
         self.token = token
         self.start = start
         self.end = start
+        self.confident_start = -1  # the first and last+1 frames with p > 1/2
+        self.confident_end = -1
         self.best_logp = NEG_INF
         self.word = word  # the partial word at the prefix's end
         self.lm_state = lm_state
@@ -226,6 +232,10 @@ class CtcBeamSearch:
             entry[2] = _logaddexp(entry[2], path_logp)
         prefix.end = max(prefix.end, t + 1)
         prefix.best_logp = max(prefix.best_logp, logp)
+        if logp > _LOG_HALF:
+            if prefix.confident_start < 0:
+                prefix.confident_start = t
+            prefix.confident_end = max(prefix.confident_end, t + 1)
 
     def _child(
         self,
@@ -307,8 +317,12 @@ class CtcBeamSearch:
         if not chain:
             return EMPTY
         seconds = self.frame_seconds
-        starts = np.array([p.start for p in chain], dtype=np.float64) * seconds + time_offset
-        ends = np.array([p.end for p in chain], dtype=np.float64) * seconds + time_offset
+        spans = [
+            (p.confident_start, p.confident_end) if p.confident_start >= 0 else (p.start, p.end)
+            for p in chain
+        ]
+        starts = np.array([a for a, _ in spans], dtype=np.float64) * seconds + time_offset
+        ends = np.array([b for _, b in spans], dtype=np.float64) * seconds + time_offset
         confidences = np.exp(np.array([p.best_logp for p in chain], dtype=np.float64))
         return hypothesis(self.vocabulary, [p.token for p in chain], starts, ends, confidences)
 

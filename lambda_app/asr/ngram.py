@@ -171,9 +171,6 @@ class NgramLM:
             return float(self._backoff[len(context)][index])
         return 0.0
 
-    def close(self) -> None:
-        self._map.close()
-
 
 def _read_header(buffer: mmap.mmap, name: str) -> NgramHeader:
     if buffer[: len(MAGIC)] != MAGIC:
