@@ -20,8 +20,6 @@ from export.lm_attach import attach_lm
 from export.ngram_estimate import estimate, write_arpa
 from scripts.train_demo_model import PHRASES, VAL_VOICES, normalize_text
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from train_demo_model import PHRASES, VAL_VOICES, normalize_text
 
 SAMPLE_RATE = 16000
 GREEDY = DecodingOptions(method="greedy")
