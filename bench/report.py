@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 from bench import (
     cold_start,
     cost,
+    decoder_speed,
     frontend_vs_librosa,
     memory,
     onnx_asr_rnnt,
@@ -38,6 +39,7 @@ SECTIONS: tuple[ModuleType, ...] = (
     speed,
     onnx_asr_side_by_side,
     onnx_asr_rnnt,
+    decoder_speed,
     cold_start,
     memory,
     size,

@@ -12,7 +12,8 @@ python -m export onnx model.onnx --tokens tokens.txt --frontend nemo-fastconform
 python -m export download stt_ru_quartznet15x5 --dest checkpoints/ --accept-unverified
 python -m export eval dev.jsonl --checkpoint model.nemo --bundle b/fp32 --bundle b/int8
 python -m export build-lm corpus.txt --order 3 --out lm.arpa   # without KenLM's lmplz
-python -m export attach-lm bundles/my-model lm.arpa --alpha 0.5 --beta 1.0   # or lm.bin --unigrams
+python -m export attach-lm bundles/my-model lm.arpa --alpha 0.5 --beta 1.0  # or lm.bin --unigrams
+python -m export tune-lm dev.jsonl --bundle bundles/my-model --write  # alpha, beta from a dev set
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from .eval_cli import run as run_eval
 from .gigaam import load_gigaam
 from .gigaam_releases import download_gigaam
 from .lm_attach import attach_lm
+from .lm_tune import add_arguments as add_tune_arguments
+from .lm_tune import run as run_tune
 from .nemo_conformer import load_nemo_conformer
 from .nemo_preprocessor import NemoStft
 from .ngram_estimate import build_arpa
@@ -49,6 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "eval":
         return run_eval(args)
+    if args.command == "tune-lm":
+        try:
+            return run_tune(args)
+        except (AsrError, ValueError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     try:
         if args.command == "download":
             path = _download(args.name, args.dest, args.sha256, args.accept_unverified)
@@ -250,6 +259,10 @@ def _parser() -> argparse.ArgumentParser:
         "eval", help="WER/CER of bundles (and the PyTorch original) on a manifest or folder"
     )
     add_eval_arguments(evaluation)
+
+    add_tune_arguments(
+        commands.add_parser("tune-lm", help="grid-search a bundle's LM alpha/beta on a dev set")
+    )
 
     build = commands.add_parser("build-lm", help="estimate an ARPA word n-gram LM from text")
     build.add_argument("corpus", type=Path, help="text, one sentence per line")

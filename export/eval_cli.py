@@ -2,6 +2,8 @@
 
 python -m export eval dev.jsonl --bundle bundles/golos                       # one bundle
 python -m export eval corpus/ --bundle b/fp32 --bundle b/int8 --results rows.tsv
+python -m export eval dev.jsonl --bundle b/lm --decoders greedy,beam,beam+lm,beam+lm+hotwords \
+    --hotwords "иванов"
 python -m export eval dev.jsonl --checkpoint model.nemo --bundle b/fp32 --bundle b/int8 \
     --summary summary.json --results rows.jsonl
 
@@ -22,12 +24,22 @@ from pathlib import Path
 from typing import TextIO
 
 import torch
+from asr.decoding import parse_hotwords
 from asr.errors import AsrError
+from asr.transcribe import Transcriber
 from tqdm import tqdm
 
 from .eval_data import Dataset, DatasetError, load_dataset
 from .eval_results import rows_format_for, write_rows, write_summary
-from .eval_systems import BundleSystem, System, load_torch_system, unique_names
+from .eval_systems import (
+    DECODER_SYSTEMS,
+    BundleSystem,
+    MemoisedModel,
+    System,
+    decoder_options,
+    load_torch_system,
+    unique_names,
+)
 from .evaluate import EvaluationReport, evaluate
 from .quartznet import CheckpointError
 
@@ -81,6 +93,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--jobs > 1, else every CPU",
     )  # fmt: skip
     parser.add_argument("--limit", type=int, help="only the first N utterances")
+    parser.add_argument(
+        "--decoders", metavar="LIST",
+        help="compare each bundle under these decoders, comma-separated: "
+        f"{', '.join(DECODER_SYSTEMS)} (default: the bundle's own; the model runs once)",
+    )  # fmt: skip
+    parser.add_argument("--hotwords", help='for the "+hotwords" decoders: "word[:boost], ..."')
     parser.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None,
         help="progress bar on stderr (default: when stderr is a terminal)",
@@ -164,8 +182,21 @@ def _prepare(args: argparse.Namespace) -> tuple[Dataset, list[System]]:
                 name=names[0],
             )
         )
+    decoders = [d.strip() for d in (args.decoders or "").split(",") if d.strip()]
+    hotwords = parse_hotwords(args.hotwords) if args.hotwords else ()
+    options = [decoder_options(d, hotwords) for d in decoders]
     for bundle, name in zip(args.bundle, names[len(systems) :], strict=True):
-        systems.append(BundleSystem(bundle, name=name, threads=threads))
+        if not options:
+            systems.append(BundleSystem(bundle, name=name, threads=threads))
+            continue
+        transcriber = Transcriber.from_dir(bundle, threads=threads)
+        transcriber.model = MemoisedModel(transcriber.model)  # type: ignore[assignment]
+        for decoder, decoding in zip(decoders, options, strict=True):
+            systems.append(
+                BundleSystem(
+                    bundle, name=f"{name}/{decoder}", decoding=decoding, transcriber=transcriber
+                )
+            )
     return dataset, systems
 
 

@@ -19,12 +19,17 @@ differ for that reason alone.
 
 from __future__ import annotations
 
+import hashlib
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol
 
+import numpy as np
+from asr.acoustic_model import OnnxAcousticModel
 from asr.audio import decode_audio
+from asr.decoding import DecodingOptions
 from asr.frontend import make_frontend
 from asr.limits import AudioLimits
 from asr.transcribe import Transcriber
@@ -63,19 +68,74 @@ class System(Protocol):
         """Raises ``AsrError`` (stable code) for audio it cannot use."""
 
 
+# ``export eval --decoders``: the decoders one bundle is compared under.
+DECODER_SYSTEMS: Final = ("greedy", "beam", "beam+lm", "beam+hotwords", "beam+lm+hotwords")
+
+
+def decoder_options(name: str, hotwords: Sequence[object] = ()) -> DecodingOptions:
+    """The request options of a DECODER_SYSTEMS name (hotwords: ``asr.hotwords.Hotword``)."""
+    if name not in DECODER_SYSTEMS:
+        raise ValueError(f"unknown decoder {name!r}: choose from {', '.join(DECODER_SYSTEMS)}")
+    if name == "greedy":
+        return DecodingOptions(method="greedy")
+    if "hotwords" in name and not hotwords:
+        raise ValueError(f"{name} needs --hotwords")
+    return DecodingOptions(
+        method="beam",
+        use_lm="+lm" in name,
+        hotwords=tuple(hotwords) if "hotwords" in name else (),  # type: ignore[arg-type]
+    )
+
+
+class MemoisedModel:
+    """The acoustic model with its outputs remembered by their features: systems that
+    differ only in decoding run the model once per utterance."""
+
+    def __init__(self, model: OnnxAcousticModel) -> None:
+        self.model = model
+        self._outputs: dict[str, list[np.ndarray]] = {}
+        self._lock = threading.Lock()
+
+    def batch(self, features: list[np.ndarray]) -> list[np.ndarray]:
+        digest = hashlib.sha256()
+        for item in features:
+            digest.update(str(item.shape).encode())
+            digest.update(np.ascontiguousarray(item).tobytes())
+        key = digest.hexdigest()
+        with self._lock:
+            cached = self._outputs.get(key)
+        if cached is None:
+            cached = self.model.batch(features)
+            with self._lock:
+                self._outputs[key] = cached
+        return cached
+
+
 class BundleSystem:
-    def __init__(self, bundle: Path, *, name: str | None = None, threads: int | None = None):
-        self.transcriber = Transcriber.from_dir(bundle, threads=threads)
+    def __init__(
+        self,
+        bundle: Path,
+        *,
+        name: str | None = None,
+        threads: int | None = None,
+        decoding: DecodingOptions | None = None,
+        transcriber: Transcriber | None = None,
+    ):
+        """``transcriber``: one already loaded for ``bundle`` (systems sharing it differ in
+        ``decoding`` only, and share its memoised model outputs)."""
+        self.transcriber = transcriber or Transcriber.from_dir(bundle, threads=threads)
+        self.decoding = decoding
         config = self.transcriber.bundle.config
         self.name = name or bundle.name
         decoder = "CTC" if config.transducer is None else "RNNT"
+        chosen = self.transcriber.decoding(decoding or DecodingOptions()).describe()
         self.description = (
             f"bundle {bundle} ({config.model_id}, {config.family} {decoder}, "
-            f"{config.model.precision})"
+            f"{config.model.precision}, {chosen})"
         )
 
     def recognise(self, audio: Path) -> Recognition:
-        transcript = self.transcriber.transcribe(audio, limits=EVAL_LIMITS)
+        transcript = self.transcriber.transcribe(audio, limits=EVAL_LIMITS, decoding=self.decoding)
         token_ids = tuple(t for segment in transcript.segments for t in segment.token_ids)
         return Recognition(transcript.text, token_ids, transcript.duration)
 

@@ -27,6 +27,7 @@ if [ "$mode" = dev ]; then
   .venv/bin/python -c "import torch" 2>/dev/null || { echo "• installing torch==2.13.0 (CPU)"; pip install torch==2.13.0; }
   echo "• installing export/test dependencies"
   pip install -r requirements-dev.txt
+  pip install --no-deps pyctcdecode==0.5.0  # its numpy<2 pin is stale: it runs on numpy 2
   if [ ! -x .tools/sam/bin/sam ] || ! .tools/sam/bin/python -c "import cfn_lint_serverless" 2>/dev/null; then
     echo "• installing the AWS SAM CLI and cfn-lint's serverless rules into .tools/sam (their pins conflict with the dev tools)"
     [ -x .tools/sam/bin/python ] || "$python" -m venv .tools/sam

@@ -3,6 +3,7 @@ demo model, the hotword trie, and how request options resolve."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -10,16 +11,17 @@ from pathlib import Path
 import jiwer
 import numpy as np
 import pytest
+from asr.bundle import load_bundle
 from asr.decoding import DecoderConfig, DecodingOptions, parse_hotwords, parse_options, resolve
 from asr.errors import InvalidRequest
 from asr.hotwords import START, Hotword, HotwordTrie
 from asr.resample import resample
 from asr.transcribe import Transcriber
 
+from export.__main__ import main as export_main
 from export.lm_attach import attach_lm
 from export.ngram_estimate import estimate, write_arpa
 from scripts.train_demo_model import PHRASES, VAL_VOICES, normalize_text
-
 
 SAMPLE_RATE = 16000
 GREEDY = DecodingOptions(method="greedy")
@@ -204,3 +206,53 @@ def test_options_resolve() -> None:
             beam_supported=False,
         )
     assert raised.value.code == "decoder_not_supported"
+
+
+@pytest.fixture(scope="module")
+def degraded_manifest(
+    heldout_voices: list[tuple[str, np.ndarray]], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    import soundfile as sf
+
+    root = tmp_path_factory.mktemp("degraded")
+    lines = []
+    for index, (text, audio) in enumerate(heldout_voices[:24]):
+        path = root / f"clip_{index:02d}.wav"
+        sf.write(path, degrade(audio, snr_db=3.0, speed=1.2, seed=index), SAMPLE_RATE)
+        lines.append(json.dumps({"audio_filepath": path.name, "text": text}, ensure_ascii=False))
+    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root / "manifest.jsonl"
+
+
+def test_eval_compares_decoders(lm_bundle: Path, degraded_manifest: Path, tmp_path: Path) -> None:
+    summary = tmp_path / "summary.json"
+    code = export_main(
+        [
+            "eval", str(degraded_manifest), "--bundle", str(lm_bundle),
+            "--decoders", "greedy,beam,beam+lm,beam+lm+hotwords", "--hotwords", "маме",
+            "--summary", str(summary),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    systems = {s["name"]: s for s in json.loads(summary.read_text())["systems"]}
+    wer = {name.split("/", 1)[1]: s["words"]["rate"] for name, s in systems.items()}
+    assert set(wer) == {"greedy", "beam", "beam+lm", "beam+lm+hotwords"}
+    assert wer["beam+lm"] <= 0.5 * wer["greedy"]
+    assert "beam16+lm" in systems[f"{lm_bundle.name}/beam+lm"]["description"]
+
+
+def test_tune_lm_finds_and_writes_weights(
+    lm_bundle: Path, degraded_manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(lm_bundle, bundle)
+    args = ["tune-lm", str(degraded_manifest), "--bundle", str(bundle), "--limit", "12"]
+    assert export_main([*args, "--alphas", "0,0.5", "--betas", "0,1", "--write"]) == 0
+    table = capsys.readouterr().out
+    rows = [line.split() for line in table.splitlines()[1:5]]
+    wers = {(float(r[0]), float(r[1])): float(r[2]) for r in rows}
+    assert len(wers) == 4 and min(wers.values()) < wers[(0.0, 0.0)]  # the LM helps
+    best = min(wers, key=lambda k: wers[k])
+    lm = load_bundle(bundle).config.decoder.lm
+    assert lm is not None and (lm.alpha, lm.beta) == best
+    assert export_main([*args, "--alphas", "x"]) == 2

@@ -26,9 +26,11 @@ probability it had on those frames (the greedy decoder's measures).
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Hashable
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Final
 
 import numpy as np
@@ -178,48 +180,37 @@ class CtcBeamSearch:
         self, beams: dict[int, _Entry], t: int, blank_logp: float, tokens: list[tuple[int, float]]
     ) -> dict[int, _Entry]:
         following: dict[int, _Entry] = {}
+        # (estimated score, parent, token, path log-prob, token log-prob) of new prefixes
+        extensions: list[tuple[float, _Prefix, int, float, float]] = []
         for prefix, p_blank, p_token in beams.values():
             total = _logaddexp(p_blank, p_token)
-            if blank_logp > NEG_INF:
-                entry = following.get(prefix.key)
-                if entry is None:
-                    following[prefix.key] = [prefix, total + blank_logp, NEG_INF]
-                else:
-                    entry[1] = _logaddexp(entry[1], total + blank_logp)
+            entry = following.get(prefix.key)
+            if entry is None:
+                following[prefix.key] = [prefix, total + blank_logp, NEG_INF]
+            else:
+                entry[1] = _logaddexp(entry[1], total + blank_logp)
             for token, logp in tokens:
                 if token == prefix.token:
                     # The repeat stays on the prefix; a new copy of it needs a blank between.
                     self._add(following, prefix, p_token + logp, logp, t)
                     if p_blank > NEG_INF:
-                        self._add(
-                            following,
-                            self._child(prefix, token, t, beams, following),
-                            p_blank + logp,
-                            logp,
-                            t,
-                        )
+                        path = p_blank + logp
+                        extensions.append((path + prefix.static, prefix, token, path, logp))
                 else:
-                    self._add(
-                        following,
-                        self._child(prefix, token, t, beams, following),
-                        total + logp,
-                        logp,
-                        t,
-                    )
-        ranked = sorted(
-            following.values(), key=lambda e: _logaddexp(e[1], e[2]) + e[0].static, reverse=True
-        )
-        floor = (
-            _logaddexp(ranked[0][1], ranked[0][2])
-            + ranked[0][0].static
-            + self.settings.beam_prune_logp
-        )
-        kept = {}
-        for entry in ranked[: self.settings.beam_width]:
-            if _logaddexp(entry[1], entry[2]) + entry[0].static < floor:
-                break
-            kept[entry[0].key] = entry
-        return kept
+                    path = total + logp
+                    extensions.append((path + prefix.static, prefix, token, path, logp))
+        # Only the most promising extensions become prefixes: a child scores its parent's
+        # estimate plus what its token changes (an LM word score, a hotword step), so the
+        # beam's next members are among the best few estimates.
+        limit = 2 * self.settings.beam_width
+        if len(extensions) > limit:
+            extensions = heapq.nlargest(limit, extensions, key=itemgetter(0))
+        for _, parent, token, path, logp in extensions:
+            self._add(following, self._child(parent, token, t, beams, following), path, logp, t)
+        scored = [(_logaddexp(e[1], e[2]) + e[0].static, e) for e in following.values()]
+        best = heapq.nlargest(self.settings.beam_width, scored, key=itemgetter(0))
+        floor = best[0][0] + self.settings.beam_prune_logp
+        return {entry[0].key: entry for score, entry in best if score >= floor}
 
     @staticmethod
     def _add(
