@@ -15,7 +15,6 @@ words over a 100k vocabulary of syllable strings plus the demo's phrases.
 from __future__ import annotations
 
 import gc
-import resource
 import tempfile
 import time
 from collections.abc import Callable
@@ -103,7 +102,11 @@ def _model_ms(family: str, options: BenchOptions, wav: Path, seconds: float) -> 
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """The process's resident memory now (not its peak: the LM estimate came before)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def measure(options: BenchOptions) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Lambda entry point: API Gateway (HTTP API payload 2.0, REST API 1.0), SQS and S3 events.
 
-Thin by design: requests become audio bytes (asr_service.api_request), audio becomes a
-Transcript (asr.transcribe), and errors become responses in one place (``_error_response``).
+Thin by design: requests become audio bytes and decoding options (asr_service.api_request),
+audio becomes a Transcript (asr.transcribe), and errors become responses in one place
+(``_error_response``).
 Upload notifications arrive through SQS (asr_service.sqs_batch: idempotent, partial batch
 failures); direct S3 events are still accepted for stacks wired without the queue.
 """
@@ -23,7 +24,7 @@ from asr_service import (
     snapstart,
     sqs_batch,
 )
-from asr_service.api_request import audio_from_request
+from asr_service.api_request import transcribe_request
 from asr_service.budget import api_deadline, api_limits, invocation_deadline
 from asr_service.observability import (
     correlation_id,
@@ -88,15 +89,19 @@ def _register_routes(app: ApiGatewayResolver) -> None:
             event.headers.get("accept") or event.headers.get("Accept"),
         )
         deadline = api_deadline(app.lambda_context, settings)
-        audio = audio_from_request(
+        request = transcribe_request(
             event.body,
             bool(event.is_base64_encoded),
             event.headers.get("content-type") or event.headers.get("Content-Type") or "",
+            event.query_string_parameters,
             settings,
         )
         try:
             transcript = _transcriber().transcribe(
-                audio, limits=api_limits(settings), deadline=deadline
+                request.audio,
+                limits=api_limits(settings),
+                deadline=deadline,
+                decoding=request.decoding,
             )
         except AudioTooLong as exc:
             raise AudioTooLong(
@@ -113,7 +118,7 @@ def _register_routes(app: ApiGatewayResolver) -> None:
 
     # Settings are read per request (tests replace handler.settings after import).
     openai_route.register(app, lambda: settings, _transcriber)
-    jobs.register(app, lambda: settings)
+    jobs.register(app, lambda: settings, _transcriber)
 
     @app.get("/health")
     def health() -> dict[str, Any]:

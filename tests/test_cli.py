@@ -313,3 +313,60 @@ def test_inputs_are_collected_once_each_in_order(tree: Path) -> None:
         *((tree / r, r) for r in WALK_ORDER if r != "c/heldout_04.flac"),
         (tree / "x.txt", "x.txt"),  # named directly: taken (and reported missing later)
     ]
+
+
+def json_lines(out: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.splitlines()]
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_decoding_flags_reach_every_transcription(
+    tree: Path, jobs: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    beam = ["--decoder", "beam", "--beam-width", "8", "--no-lm"]
+    code, out, _ = run(capsys, str(tree), "--json", "--jobs", jobs, *beam)
+    assert code == 1  # the corrupt file, as without the flags
+    records = [r for r in json_lines(out) if "error" not in r]
+    assert [r["text"] for r in records] == [TEXTS[clip] for clip in LAYOUT.values()]
+    assert {r["decoder"] for r in records} == {"beam8"}
+    hotwords = ["--hotwords", "свет, кухне:3, будильник", "--hotword-boost", "1.5"]
+    code, out, _ = run(capsys, str(tree / "a"), "--json", "--jobs", jobs, *hotwords)
+    assert code == 1
+    records = [r for r in json_lines(out) if "error" not in r]
+    assert [r["text"] for r in records] == [TEXTS["heldout_02.wav"], TEXTS["heldout_01.wav"]]
+    assert {r["decoder"] for r in records} == {"beam16+hotwords(3)"}
+    code, out, _ = run(capsys, str(tree / "heldout_03.wav"), "--json")
+    assert (code, json_lines(out)[0]["decoder"]) == (0, "greedy")  # the bundle's default
+
+
+@pytest.mark.parametrize(
+    ("flags", "code"),
+    [
+        (["--beam-width", "0"], "invalid_decoding"),
+        (["--beam-width", "65"], "invalid_decoding"),
+        (["--beam-width", "x"], "invalid_decoding"),
+        (["--decoder", "beam", "--alpha", "1"], "invalid_decoding"),  # no LM to weigh
+        (["--hotwords", "Свет"], "hotword_not_in_vocabulary"),
+        (["--hotwords", "свет, svet"], "hotword_not_in_vocabulary"),
+        (["--hotwords", ",".join(["да"] * 101)], "invalid_hotwords"),
+        (["--hotwords", "свет, :3"], "invalid_hotwords"),
+        (["--hotwords", "свет:0"], "invalid_hotwords"),
+        (["--hotwords", "свет", "--hotword-boost", "0"], "invalid_hotwords"),
+        (["--hotwords", "свет", "--decoder", "greedy"], "invalid_hotwords"),
+    ],
+)
+def test_bad_decoding_flags_are_usage_errors(
+    tree: Path, flags: list[str], code: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = run(capsys, str(tree), *flags)
+    assert (status, out) == (2, "")
+    assert err.startswith(f"error: {code}: ") and len(err.splitlines()) == 1
+
+
+def test_an_unknown_decoder_is_refused_by_the_parser(
+    tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run(capsys, str(tree), "--decoder", "foo")
+    assert exited.value.code == 2
+    assert "invalid choice: 'foo'" in capsys.readouterr().err

@@ -12,10 +12,12 @@ import jiwer
 import numpy as np
 import pytest
 from asr.bundle import load_bundle
+from asr.ctc_beam import BeamSettings, CtcBeamSearch
 from asr.decoding import DecoderConfig, DecodingOptions, parse_hotwords, parse_options, resolve
 from asr.errors import InvalidRequest
 from asr.hotwords import START, Hotword, HotwordTrie
 from asr.resample import resample
+from asr.tokens import Vocabulary
 from asr.transcribe import Transcriber
 
 from export.__main__ import main as export_main
@@ -256,3 +258,33 @@ def test_tune_lm_finds_and_writes_weights(
     lm = load_bundle(bundle).config.decoder.lm
     assert lm is not None and (lm.alpha, lm.beta) == best
     assert export_main([*args, "--alphas", "x"]) == 2
+
+
+def _best_labelling(log_probs: np.ndarray, blank: int) -> tuple[int, ...]:
+    """The most probable CTC labelling, by summing every alignment (V^T of them)."""
+    steps, classes = log_probs.shape
+    totals: dict[tuple[int, ...], float] = {}
+    for alignment in np.ndindex(*([classes] * steps)):
+        labels: list[int] = []
+        previous = blank
+        for token in alignment:
+            if token not in {blank, previous}:
+                labels.append(token)
+            previous = token
+        logp = float(sum(log_probs[t, k] for t, k in enumerate(alignment)))
+        key = tuple(labels)
+        totals[key] = float(np.logaddexp(totals.get(key, -np.inf), logp))
+    return max(totals, key=totals.__getitem__)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_wide_beam_finds_the_most_probable_labelling(seed: int) -> None:
+    """Unpruned, the prefix search is exact: with 2 labels over 5 frames every prefix fits a
+    beam of 64, so it must pick what summing all 243 alignments picks (flat, hard posteriors)."""
+    vocabulary = Vocabulary.from_labels(["а", "б"])
+    logits = np.random.default_rng(seed).standard_normal((5, 3)) * 1.5
+    log_probs = (logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)).astype(np.float32)
+    unpruned = BeamSettings(beam_width=64, token_min_logp=-1e9, top_k=12, beam_prune_logp=-1e9)
+    search = CtcBeamSearch(vocabulary, 0.04, unpruned)
+    found = search.decode(log_probs).token_ids
+    assert found == _best_labelling(log_probs.astype(np.float64), vocabulary.blank_id)

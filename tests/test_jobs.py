@@ -355,6 +355,26 @@ def test_a_rest_api_request_creates_a_json_job(world: World) -> None:
     assert set(done["result_urls"]) == {"json"}
 
 
+def test_a_job_transcribes_with_the_decoding_options_it_was_created_with(world: World) -> None:
+    options = {"decoder": "beam", "hotwords": ["свет", {"text": "кухне", "boost": 3}]}
+    job = world.create_job({"format": "text", **options})
+    assert job["decoding"] == options
+    plain = world.create_job()
+    assert "decoding" not in plain
+    audio, text = clip("heldout_01.wav")
+    assert world.upload(job, audio) == (204, "") and world.upload(plain, audio) == (204, "")
+    world.drain()
+    done = world.job(job["job_id"])
+    assert (done["status"], done["decoding"]) == ("done", options)
+    assert (done["transcript"]["text"], done["transcript"]["decoder"]) == (
+        text,
+        "beam16+hotwords(2)",
+    )
+    done = world.job(plain["job_id"])
+    assert "decoding" not in done
+    assert (done["transcript"]["text"], done["transcript"]["decoder"]) == (text, "greedy")
+
+
 def test_a_large_result_is_not_inlined(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     small = replace(world.module.settings, job_inline_result_bytes=100)
     monkeypatch.setattr(world.module, "settings", small)
@@ -484,6 +504,12 @@ BAD_REQUESTS: list[tuple[str, int, str]] = [
     ('{"content_type": "audio/wav\\r\\nx-amz-acl: public-read"}', 400, "invalid_job_request"),
     ('{"language": "' + "x" * 40 + '"}', 400, "invalid_job_request"),
     ('{"filename": "' + "a" * 20_000 + '"}', 413, "payload_too_large"),
+    ('{"decoder": "foo"}', 400, "invalid_decoding"),
+    ('{"decoder": "beam", "beam_width": 65}', 400, "invalid_decoding"),
+    ('{"hotwords": ["Свет"]}', 400, "hotword_not_in_vocabulary"),
+    ('{"hotwords": "свет:0"}', 400, "invalid_hotwords"),
+    ('{"hotwords": "свет", "decoder": "greedy"}', 400, "invalid_hotwords"),
+    ('{"lm": true}', 400, "lm_not_available"),
 ]
 
 

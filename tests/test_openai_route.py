@@ -22,7 +22,7 @@ import srt  # type: ignore[import-untyped]  # no stubs or py.typed
 import webvtt
 from asr.errors import stable_codes
 from asr.formats import render
-from asr.transcribe import Transcriber
+from asr.transcribe import Transcriber, Transcript
 from hypothesis import HealthCheck, given, settings
 from hypothesis import event as event_note
 from hypothesis import strategies as st
@@ -185,6 +185,64 @@ def test_ignored_fields_are_accepted(client: OpenAI) -> None:
     assert result.text == CLIP_TEXT
 
 
+@pytest.fixture
+def decoders(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ``decoder`` of every transcript made (the OpenAI responses do not carry it)."""
+    made: list[str] = []
+    real_transcribe = Transcriber.transcribe
+
+    def recording(self: Transcriber, *args: Any, **kwargs: Any) -> Transcript:
+        transcript = real_transcribe(self, *args, **kwargs)
+        made.append(transcript.decoder)
+        return transcript
+
+    monkeypatch.setattr(Transcriber, "transcribe", recording)
+    return made
+
+
+def test_decoding_form_fields_reach_the_transcript(client: OpenAI, decoders: list[str]) -> None:
+    result = client.audio.transcriptions.create(
+        model="whisper-1", file=CLIP, extra_body={"hotwords": "включи, кухне:3"}
+    )
+    assert result.text == CLIP_TEXT and decoders == ["beam16+hotwords(2)"]
+    verbose = client.audio.transcriptions.create(
+        model="whisper-1",
+        file=CLIP,
+        response_format="verbose_json",
+        extra_body={"decoder": "beam", "beam_width": "8"},
+    )
+    assert verbose.text == CLIP_TEXT and decoders[-1] == "beam8"
+
+
+def test_the_prompt_is_not_read_as_hotwords(client: OpenAI, decoders: list[str]) -> None:
+    result = client.audio.transcriptions.create(model="whisper-1", file=CLIP, prompt="Кухня, X")
+    assert result.text == CLIP_TEXT and decoders == ["greedy"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "param", "code"),
+    [
+        ({"decoder": "foo"}, None, "invalid_decoding"),
+        ({"beam_width": "0"}, None, "invalid_decoding"),
+        ({"beam_width": "65"}, None, "invalid_decoding"),
+        ({"beam_width": "x"}, None, "invalid_decoding"),
+        ({"hotwords": "Кухне"}, "hotwords", "hotword_not_in_vocabulary"),
+        ({"hotwords": "kitchen"}, "hotwords", "hotword_not_in_vocabulary"),
+        ({"hotwords": ",".join(["да"] * 101)}, "hotwords", "invalid_hotwords"),
+        ({"hotwords": "кухне, :3"}, "hotwords", "invalid_hotwords"),
+        ({"hotwords": "кухне:0"}, "hotwords", "invalid_hotwords"),
+        ({"lm": "true"}, "lm", "lm_not_available"),
+        ({"hotwords": "кухне", "decoder": "greedy"}, "hotwords", "invalid_hotwords"),
+    ],
+)
+def test_bad_decoding_fields_are_400s_in_openais_shape(
+    client: OpenAI, fields: dict[str, str], param: str | None, code: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.audio.transcriptions.create(model="whisper-1", file=CLIP, extra_body=fields)
+    expect_error(refused.value, 400, code, param)
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [({"model": "whisper-1"}, "file"), ({"file": "clip"}, "model"), ({}, "file")],
@@ -278,10 +336,25 @@ def test_rest_api_events_reach_the_route(demo_handler: Handler) -> None:
 
 FIELD_NAMES = st.sampled_from(
     ["response_format", "language", "prompt", "temperature", "stream",
-     "timestamp_granularities[]", "other", "file", "model"]
+     "timestamp_granularities[]", "other", "file", "model", "decoder", "beam_width",
+     "hotwords"]
 )  # fmt: skip
 FIELD_VALUES = st.one_of(
-    st.sampled_from(["json", "verbose_json", "srt", "word", "segment", "ru", "en", "1", "true"]),
+    st.sampled_from(
+        [
+            "json",
+            "verbose_json",
+            "srt",
+            "word",
+            "segment",
+            "ru",
+            "en",
+            "1",
+            "true",
+            "beam",
+            "свет:2",
+        ]
+    ),
     st.binary(max_size=64),
     st.just(CLIP.read_bytes()[:2000]),
 )

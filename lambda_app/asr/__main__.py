@@ -5,6 +5,7 @@ python -m asr --bundle demo/bundle talks/ @more.txt --jobs 2 --format srt --form
 python -m asr --bundle demo/bundle talks/ --output-dir out/ --format vtt
 python -m asr --bundle demo/bundle talks/ --results all.jsonl  # or all.tsv, or - (stdout)
 find calls -name '*.opus' | python -m asr --bundle demo/bundle - --format text
+python -m asr --bundle demo/bundle calls/ --hotwords "иванов, сбербанк:3" --beam-width 16
 
 Exit status: 0 when every file was transcribed (or skipped: its outputs exist), 1 when any
 failed (each reported on stderr as "path<TAB>error CODE: message"), 2 for a usage or bundle
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from .batch import FileResult, transcribe_paths
 from .batch_outputs import (
@@ -36,6 +37,7 @@ from .batch_outputs import (
     results_sink,
     write_atomically,
 )
+from .decoding import DECODER_METHODS, DecodingOptions, parse_options
 from .errors import AsrError
 from .inputs import InputFile, InputListError, collect_inputs
 from .progress import ProgressDisplay
@@ -59,6 +61,7 @@ class Plan:
     skipped: int
     results_path: str | None  # "-" is stdout
     results_format: ResultsFormat | None  # None: the plain "path<TAB>text" listing
+    decoding: DecodingOptions  # for every file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,7 +101,36 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="progress bar on stderr (default: when stderr is a terminal)",
     )
+    decoding = parser.add_argument_group("decoding (default: the bundle's own)")
+    decoding.add_argument("--decoder", choices=DECODER_METHODS)
+    decoding.add_argument("--beam-width", metavar="N", help="beam search width, 1-64")
+    decoding.add_argument(
+        "--no-lm", action="store_true", help="beam search without the bundle's language model"
+    )
+    decoding.add_argument("--alpha", help="language model weight, 0-5")
+    decoding.add_argument("--beta", help="word insertion bonus, -10-10")
+    decoding.add_argument(
+        "--hotwords", metavar="LIST", help='words to favour: "word[:boost], ..." (beam search)'
+    )
+    decoding.add_argument("--hotword-boost", metavar="BOOST", help="default boost, (0, 10]")
     return parser
+
+
+def decoding_options(args: argparse.Namespace) -> DecodingOptions:
+    """The decoding flags as ``asr.decoding`` request fields; UsageError when refused."""
+    fields: dict[str, Any] = {
+        "decoder": args.decoder,
+        "beam_width": args.beam_width,
+        "lm": False if args.no_lm else None,
+        "alpha": args.alpha,
+        "beta": args.beta,
+        "hotwords": args.hotwords,
+        "hotword_boost": args.hotword_boost,
+    }
+    try:
+        return parse_options(fields)
+    except AsrError as exc:
+        raise UsageError(f"{exc.code}: {exc.message}") from None
 
 
 def make_plan(args: argparse.Namespace, stdin: TextIO) -> Plan:
@@ -106,6 +138,7 @@ def make_plan(args: argparse.Namespace, stdin: TextIO) -> Plan:
         raise UsageError("--jobs must be 0 (one per CPU) or more")
     if args.json and args.results:
         raise UsageError("give --json or --results, not both")
+    decoding = decoding_options(args)
     results_path: str | None = "-" if args.json else args.results
     formats: list[FileFormat] = list(dict.fromkeys(args.formats or []))
     if args.output_dir is not None and not formats:
@@ -129,7 +162,7 @@ def make_plan(args: argparse.Namespace, stdin: TextIO) -> Plan:
         todo = [i for i in items if not all(p.exists() for p in outputs[i.path].values())]
     if results_path is None and not formats:
         results_path = "-"  # the default: a "path<TAB>text" listing on stdout
-    return Plan(todo, outputs, len(items) - len(todo), results_path, results_format)
+    return Plan(todo, outputs, len(items) - len(todo), results_path, results_format, decoding)
 
 
 def _refuse_collisions(items: list[InputFile], outputs: dict[Path, dict[FileFormat, Path]]) -> None:
@@ -158,6 +191,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None) -> i
         transcriber = Transcriber.from_dir(
             args.bundle, threads=args.threads or (1 if args.jobs != 1 else None)
         )
+        transcriber.decoding(plan.decoding)  # options this bundle cannot apply: refused once
     except AsrError as exc:
         print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
@@ -184,7 +218,8 @@ def run(
             ProgressDisplay(len(plan.todo), sys.stderr, enabled=show_progress)
         )
         paths = [item.path for item in plan.todo]
-        for result in transcribe_paths(transcriber, paths, jobs=args.jobs):
+        results = transcribe_paths(transcriber, paths, jobs=args.jobs, decoding=plan.decoding)
+        for result in results:
             error = _write_outputs(result, plan, args.overwrite)
             if sink is not None:
                 sink.write(result)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .acoustic_model import available_cpus
 from .audio import DEFAULT_LIMITS
+from .decoding import DecodingOptions
 from .errors import AsrError
 from .limits import AudioLimits
 from .transcribe import Transcriber, Transcript
@@ -71,11 +72,12 @@ def transcribe_file(
     *,
     index: int = 0,
     limits: AudioLimits = DEFAULT_LIMITS,
+    decoding: DecodingOptions | None = None,
 ) -> FileResult:
     """Transcribe one file; every failure becomes ``FileResult.error``."""
     file = Path(path)
     try:
-        transcript = transcriber.transcribe(_checked(file), limits=limits)
+        transcript = transcriber.transcribe(_checked(file), limits=limits, decoding=decoding)
     except AsrError as exc:
         return FileResult(index, file, error=FileError(exc.code, exc.message))
     except Exception as exc:  # a fault here must not end the other files' work
@@ -90,11 +92,13 @@ def transcribe_paths(
     jobs: int = 1,
     threads: int | None = None,
     limits: AudioLimits = DEFAULT_LIMITS,
+    decoding: DecodingOptions | None = None,
 ) -> Generator[FileResult, None, None]:
     """Transcribe ``paths`` with ``jobs`` workers (0 = one per CPU), yielding in input order.
 
     ``source`` is a loaded ``Transcriber`` or a bundle folder (loaded here with ``threads``
-    onnxruntime threads; default 1 when ``jobs > 1``). At most a few files per worker are
+    onnxruntime threads; default 1 when ``jobs > 1``); ``decoding`` applies to every file
+    (options that cannot apply fail each file with their code). At most a few files per worker are
     in flight or waiting for an earlier one, so ``paths`` may be a long lazy iterable;
     closing the generator early cancels the files not yet started.
     """
@@ -108,9 +112,9 @@ def transcribe_paths(
     numbered = enumerate(paths)
     if workers == 1:
         for index, path in numbered:
-            yield transcribe_file(transcriber, path, index=index, limits=limits)
+            yield transcribe_file(transcriber, path, index=index, limits=limits, decoding=decoding)
         return
-    yield from _parallel(transcriber, numbered, workers, limits)
+    yield from _parallel(transcriber, numbered, workers, limits, decoding)
 
 
 def _parallel(
@@ -118,6 +122,7 @@ def _parallel(
     numbered: Iterator[tuple[int, PathLike]],
     workers: int,
     limits: AudioLimits,
+    decoding: DecodingOptions | None,
 ) -> Iterator[FileResult]:
     window = 4 * workers  # running + finished-but-waiting-for-an-earlier-file
     running: set[Future[FileResult]] = set()
@@ -134,7 +139,14 @@ def _parallel(
                     break
                 index, path = item
                 running.add(
-                    pool.submit(transcribe_file, transcriber, path, index=index, limits=limits)
+                    pool.submit(
+                        transcribe_file,
+                        transcriber,
+                        path,
+                        index=index,
+                        limits=limits,
+                        decoding=decoding,
+                    )
                 )
             if not running:
                 break

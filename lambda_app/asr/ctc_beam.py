@@ -180,32 +180,47 @@ class CtcBeamSearch:
         self, beams: dict[int, _Entry], t: int, blank_logp: float, tokens: list[tuple[int, float]]
     ) -> dict[int, _Entry]:
         following: dict[int, _Entry] = {}
-        # (estimated score, parent, token, path log-prob, token log-prob) of new prefixes
-        extensions: list[tuple[float, _Prefix, int, float, float]] = []
-        for prefix, p_blank, p_token in beams.values():
-            total = _logaddexp(p_blank, p_token)
+        token_logps = dict(tokens)
+        # Only the most promising extensions become prefixes: a child scores its parent's
+        # estimate plus what its token changes (an LM word score, a hotword step), so the
+        # beam's next members are among the best few estimates. A min-heap keeps the best
+        # ``limit`` (estimate, n, parent, token, path log-prob, token log-prob); ``tokens``
+        # come best first, so a parent's remaining tokens are skipped once one falls short.
+        limit, pushed = 2 * self.settings.beam_width, 0
+        extensions: list[tuple[float, int, _Prefix, int, float, float]] = []
+        ranked = sorted(
+            (
+                (_logaddexp(p_blank, p_token), prefix, p_blank, p_token)
+                for prefix, p_blank, p_token in beams.values()
+            ),
+            key=lambda item: item[0] + item[1].static,
+            reverse=True,
+        )
+        for total, prefix, p_blank, p_token in ranked:
             entry = following.get(prefix.key)
             if entry is None:
                 following[prefix.key] = [prefix, total + blank_logp, NEG_INF]
             else:
                 entry[1] = _logaddexp(entry[1], total + blank_logp)
+            repeat = token_logps.get(prefix.token)
+            if repeat is not None:  # the repeat stays on the prefix
+                self._add(following, prefix, p_token + repeat, repeat, t)
+            static = prefix.static
             for token, logp in tokens:
-                if token == prefix.token:
-                    # The repeat stays on the prefix; a new copy of it needs a blank between.
-                    self._add(following, prefix, p_token + logp, logp, t)
-                    if p_blank > NEG_INF:
-                        path = p_blank + logp
-                        extensions.append((path + prefix.static, prefix, token, path, logp))
-                else:
-                    path = total + logp
-                    extensions.append((path + prefix.static, prefix, token, path, logp))
-        # Only the most promising extensions become prefixes: a child scores its parent's
-        # estimate plus what its token changes (an LM word score, a hotword step), so the
-        # beam's next members are among the best few estimates.
-        limit = 2 * self.settings.beam_width
-        if len(extensions) > limit:
-            extensions = heapq.nlargest(limit, extensions, key=itemgetter(0))
-        for _, parent, token, path, logp in extensions:
+                bound = total + logp + static
+                if len(extensions) == limit and bound <= extensions[0][0]:
+                    break
+                # A new copy of the last token needs a blank between.
+                path = (p_blank if token == prefix.token else total) + logp
+                if path == NEG_INF:
+                    continue
+                pushed += 1  # unique: ties never compare prefixes
+                item = (path + static, pushed, prefix, token, path, logp)
+                if len(extensions) < limit:
+                    heapq.heappush(extensions, item)
+                elif item[0] > extensions[0][0]:
+                    heapq.heapreplace(extensions, item)
+        for _, _, parent, token, path, logp in sorted(extensions, key=itemgetter(0), reverse=True):
             self._add(following, self._child(parent, token, t, beams, following), path, logp, t)
         scored = [(_logaddexp(e[1], e[2]) + e[0].static, e) for e in following.values()]
         best = heapq.nlargest(self.settings.beam_width, scored, key=itemgetter(0))

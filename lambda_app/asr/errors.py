@@ -34,7 +34,19 @@ class InvalidRequest(AsrError):
     http_status = 400
     # The finer codes raised as ``InvalidRequest(message, code=...)``.
     variants = frozenset(
-        {"empty_body", "invalid_json", "invalid_base64", "invalid_s3_ref", "invalid_s3_event"}
+        {
+            "empty_body",
+            "invalid_json",
+            "invalid_base64",
+            "invalid_s3_ref",
+            "invalid_s3_event",
+            # Decoding options (asr.decoding).
+            "invalid_decoding",
+            "invalid_hotwords",
+            "hotword_not_in_vocabulary",
+            "decoder_not_supported",
+            "lm_not_available",
+        }
     )
 
 

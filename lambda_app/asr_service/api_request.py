@@ -1,7 +1,12 @@
-"""Turn a ``POST /transcribe`` body into audio bytes.
+"""Turn a ``POST /transcribe`` request into audio bytes and decoding options.
 
 Accepted bodies: JSON ``{"audio": "<base64>"}``, JSON ``{"s3": {"bucket", "key"}}``, or
 the raw audio itself (any non-JSON content type; API Gateway base64-encodes binary).
+
+Decoding options (``asr.decoding.REQUEST_FIELDS``: ``decoder``, ``beam_width``, ``hotwords``,
+…) sit next to ``audio``/``s3`` in a JSON body, and are query parameters with a raw body
+(``?decoder=beam&hotwords=иванов,сбербанк:3``). A JSON body's other keys are ignored, as
+before; decoding query parameters with a JSON body are refused (they belong in the body).
 """
 
 from __future__ import annotations
@@ -10,8 +15,11 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
+from asr.decoding import REQUEST_FIELDS, DecodingOptions, parse_options
 from asr.errors import InvalidRequest, PayloadTooLarge, S3RefNotAllowed
 
 from .s3_objects import read_object
@@ -23,9 +31,21 @@ _BUCKET_NAME: Final = re.compile(r"[A-Za-z0-9._-]{1,255}")
 _MAX_KEY_BYTES: Final = 1024
 
 
-def audio_from_request(
-    body: str | None, is_base64: bool, content_type: str, settings: Settings
-) -> bytes:
+@dataclass(frozen=True)
+class TranscribeRequest:
+    audio: bytes
+    decoding: DecodingOptions
+
+
+def transcribe_request(
+    body: str | None,
+    is_base64: bool,
+    content_type: str,
+    query: Mapping[str, str] | None,
+    settings: Settings,
+) -> TranscribeRequest:
+    """The audio and decoding options of a request; ``query``: its query parameters."""
+    query_fields = {name: value for name, value in (query or {}).items() if name in REQUEST_FIELDS}
     if not body:
         raise InvalidRequest(
             "the request has no body: send audio or a JSON object", code="empty_body"
@@ -34,13 +54,19 @@ def audio_from_request(
         raise _too_large(len(body), settings)
     raw = _b64decode(body, "request body") if is_base64 else body.encode("utf-8")
     if content_type.split(";", maxsplit=1)[0].strip().lower() in JSON_TYPES or raw[:1] == b"{":
-        return _audio_from_json(raw, settings)
+        if query_fields:
+            raise InvalidRequest(
+                f"with a JSON body, give {', '.join(sorted(query_fields))} in the body, "
+                "not as query parameters",
+                code="invalid_request",
+            )
+        return _request_from_json(raw, settings)
     if len(raw) > settings.max_request_bytes:
         raise _too_large(len(raw), settings)
-    return raw
+    return TranscribeRequest(raw, parse_options(query_fields))
 
 
-def _audio_from_json(raw: bytes, settings: Settings) -> bytes:
+def _request_from_json(raw: bytes, settings: Settings) -> TranscribeRequest:
     try:
         document = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -53,6 +79,7 @@ def _audio_from_json(raw: bytes, settings: Settings) -> bytes:
             'the JSON body needs exactly one of "audio" (base64) or "s3" ({"bucket", "key"})',
             code="invalid_request",
         )
+    decoding = parse_options(document)  # before the audio: a bad option costs no S3 read
     if has_audio:
         encoded = document["audio"]
         if not isinstance(encoded, str):
@@ -60,8 +87,8 @@ def _audio_from_json(raw: bytes, settings: Settings) -> bytes:
         audio = _b64decode(encoded, '"audio"')
         if len(audio) > settings.max_request_bytes:
             raise _too_large(len(audio), settings)
-        return audio
-    return _audio_from_s3_ref(document["s3"], settings)
+        return TranscribeRequest(audio, decoding)
+    return TranscribeRequest(_audio_from_s3_ref(document["s3"], settings), decoding)
 
 
 def _audio_from_s3_ref(ref: Any, settings: Settings) -> bytes:

@@ -51,6 +51,7 @@ class Job:
     output_format: str
     language: str | None = None
     content_type: str | None = None
+    decoding: str | None = None  # the request's decoding fields, as a JSON object
     attempts: int = 0
     input_etag: str | None = None
     result_bucket: str | None = None

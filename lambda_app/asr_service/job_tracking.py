@@ -4,8 +4,9 @@
 ``done`` or ``failed`` after writing the result object, so a job reads ``done`` only once its
 results exist; ``sqs_batch`` calls ``after_internal_failure`` when a delivery fails, which
 marks the job failed on the queue's last try (the message then waits in the dead-letter
-queue). Objects that are no job's upload — any key outside ``<input prefix>jobs/``, or a job
-id without a record — are untouched: ``start`` returns None, and the others accept None.
+queue); ``decoding`` gives the decoding options the job was created with. Objects that are
+no job's upload — any key outside ``<input prefix>jobs/``, or a job id without a record —
+are untouched: ``start`` returns None, and the others accept None.
 
 A failed record update is an internal fault like any other: it is raised, the delivery is
 retried, and the retry rewrites the same result objects before updating the record again.
@@ -13,8 +14,10 @@ retried, and the retry rewrites the same result objects before updating the reco
 
 from __future__ import annotations
 
+import json
 import os
 
+from asr.decoding import DecodingOptions, parse_options
 from asr.errors import AsrError
 from asr.formats import EXTENSIONS, parse_format, render
 from asr.transcribe import Transcript
@@ -45,6 +48,13 @@ def start(bucket: str, key: str, etag: str | None, settings: Settings) -> JobRun
     store = JobStore.for_settings(settings)
     job = store.start(job_id, bucket, key, etag)
     return JobRun(store, job, settings) if job is not None else None
+
+
+def decoding(run: JobRun | None) -> DecodingOptions | None:
+    """The job's decoding options; None (the deployment's default) for other objects."""
+    if run is None or run.job.decoding is None:
+        return None
+    return parse_options(json.loads(run.job.decoding))
 
 
 def done(run: JobRun | None, output_bucket: str, output_key: str, transcript: Transcript) -> None:

@@ -8,6 +8,10 @@ the last field, named ``file``. S3 enforces the signed policy: that key only, 1 
 ``MAX_S3_OBJECT_BYTES`` (``content-length-range``), the content type if one was named,
 until ``expires_in`` seconds have passed. A PUT URL could not cap the size.
 
+A job's body may also carry the decoding options of ``POST /transcribe`` (``decoder``,
+``beam_width``, ``lm``, ``alpha``, ``beta``, ``hotwords``, ``hotword_boost``): checked
+against the model when the job is created, kept in its record, applied to its upload.
+
 The upload then takes the ordinary S3 path (S3 → SQS → this function), which transcribes it
 to ``<output prefix><key>.json`` and moves the job to running, done or failed
 (job_tracking). ``GET /jobs/{id}`` reports the state: ``awaiting_upload``, ``queued`` (the
@@ -26,13 +30,15 @@ import re
 import time
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Final
 
 import boto3
+from asr.decoding import REQUEST_FIELDS, DecodingOptions, parse_options
 from asr.errors import AsrError, InvalidRequest, PayloadTooLarge
 from asr.formats import OutputFormat, parse_format
+from asr.transcribe import Transcriber
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver
@@ -60,7 +66,7 @@ DEFAULT_FILENAME: Final = "audio"
 # An upload that started just before its form expired may still be arriving; after this
 # grace an absent upload fails the job (a late one still revives it).
 UPLOAD_GRACE_SECONDS: Final = 900
-_FIELDS: Final = frozenset({"filename", "content_type", "format", "language"})
+_FIELDS: Final = frozenset({"filename", "content_type", "format", "language"}) | REQUEST_FIELDS
 _CONTENT_TYPE: Final = re.compile(r"[A-Za-z0-9][\w.+-]{0,63}/[A-Za-z0-9][\w.+-]{0,63}")
 _LANGUAGE: Final = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8}){0,3}")
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]+")
@@ -94,6 +100,12 @@ class JobRequest:
     content_type: str | None
     output_format: OutputFormat
     language: str | None
+    # The decoding fields as sent (JSON values), kept with the job for its transcription.
+    decoding: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def decoding_options(self) -> DecodingOptions:
+        return parse_options(self.decoding)
 
     @classmethod
     def parse(cls, body: str | None) -> JobRequest:
@@ -112,7 +124,13 @@ class JobRequest:
         if language is not None and not _LANGUAGE.fullmatch(language):
             raise InvalidJobRequest('"language" must be a language tag such as ru or en-US')
         output_format = parse_format(_optional_str(document, "format", 16) or "json")
-        return cls(safe_filename(filename), content_type, output_format, language)
+        decoding = {
+            name: document[name]
+            for name in sorted(REQUEST_FIELDS)
+            if document.get(name) is not None
+        }
+        parse_options(decoding)  # refuses what asr.decoding would, with its codes
+        return cls(safe_filename(filename), content_type, output_format, language, decoding)
 
 
 def safe_filename(name: str | None) -> str:
@@ -138,12 +156,21 @@ def presign_client() -> Any:
     )
 
 
-def register(app: ApiGatewayResolver, current_settings: Callable[[], Settings]) -> None:
+def register(
+    app: ApiGatewayResolver,
+    current_settings: Callable[[], Settings],
+    transcriber: Callable[[], Transcriber],
+) -> None:
     @app.post(JOBS_ROUTE)
     def create_job() -> Response[str]:
         event = app.current_event
         body = _body_text(event.body, bool(event.is_base64_encoded))
-        payload = create(JobRequest.parse(body), current_settings())
+        request = JobRequest.parse(body)
+        if request.decoding:
+            # Hotwords the model cannot write, an LM it lacks: refused now, not after the
+            # upload (only requests with decoding options load the model here).
+            transcriber().decoding(request.decoding_options)
+        payload = create(request, current_settings())
         return Response(201, content_types.APPLICATION_JSON, json.dumps(payload))
 
     @app.get(f"{JOBS_ROUTE}/<job_id>")
@@ -179,6 +206,7 @@ def create(request: JobRequest, settings: Settings) -> dict[str, Any]:
             output_format=request.output_format,
             language=request.language,
             content_type=request.content_type,
+            decoding=json.dumps(request.decoding, ensure_ascii=False) if request.decoding else None,
         )
     )
     logger.info("job created", extra={"job_id": job_id, "upload_key": key})
@@ -186,6 +214,7 @@ def create(request: JobRequest, settings: Settings) -> dict[str, Any]:
         "job_id": job_id,
         "status": AWAITING_UPLOAD,
         "format": request.output_format,
+        **({"decoding": request.decoding} if request.decoding else {}),
         "upload": {
             "method": "POST",
             "url": form["url"],
@@ -230,6 +259,8 @@ def _view(job: Job, settings: Settings) -> dict[str, Any]:
     }
     if job.language is not None:
         view["language"] = job.language
+    if job.decoding is not None:
+        view["decoding"] = json.loads(job.decoding)
     if job.status == AWAITING_UPLOAD:
         view["upload_expires_at"] = now_iso(job.upload_expires_at)
     results = job.result_bucket is not None and job.result_key is not None

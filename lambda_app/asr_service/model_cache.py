@@ -2,7 +2,9 @@
 
 The bundle comes from ``MODEL_S3_URI`` when it is set (fetched into ``MODEL_CACHE_DIR``,
 see model_source), else from ``MODEL_DIR`` (the model layer, or a container image's
-/opt/model). ``last_load()`` tells the metrics where it came from and what it cost.
+/opt/model). ``last_load()`` tells the metrics where it came from and what it cost. The
+deployment's ``HOTWORDS`` are checked against the model's vocabulary at the load: one it
+cannot write fails every load (an internal error, not a request's 400).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from asr.bundle import load_bundle
+from asr.errors import InvalidRequest
 from asr.transcribe import Transcriber
 
 from .model_source import fetch_bundle
@@ -61,7 +64,10 @@ class ModelCache:
             bundle = load_bundle(settings.model_dir)
             source, location = "dir", str(settings.model_dir)
             download_seconds, downloaded_bytes = 0.0, 0
-        transcriber = Transcriber(bundle)
+        try:
+            transcriber = Transcriber(bundle, hotwords=settings.hotwords)
+        except InvalidRequest as exc:  # the deployment is misconfigured, not the request
+            raise ValueError(f"HOTWORDS do not suit this model: {exc.message}") from exc
         self.last_load = ModelLoad(
             source=source,
             location=location,

@@ -13,8 +13,11 @@ multipart/form-data fields, as OpenAI reads them:
   nothing is, words when ``word`` is.
 - ``language``: ISO-639-1; the model's language is accepted, another is refused (a model
   for one language cannot transcribe another).
-- ``prompt``, ``temperature``: accepted and ignored (greedy CTC has no prompt or sampling);
-  ``stream=true`` is refused. Other fields are ignored.
+- ``prompt``, ``temperature``: accepted and ignored (CTC has no prompt or sampling; the
+  prompt is not read as hotwords); ``stream=true`` is refused.
+- The service's decoding options, not OpenAI's: ``decoder``, ``beam_width``, ``lm``,
+  ``alpha``, ``beta``, ``hotwords`` (``"иванов, сбербанк:3"``), ``hotword_boost``, as text
+  fields read like ``POST /transcribe``'s (``asr.decoding``). Other fields are ignored.
 
 verbose_json segments carry Whisper's fields: ``tokens`` is empty, ``temperature`` 0,
 ``seek`` the segment start in centiseconds (Whisper's mel frames), ``avg_logprob`` the mean
@@ -36,6 +39,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any, Final
 
+from asr.decoding import REQUEST_FIELDS, DecodingOptions, parse_options
 from asr.errors import AsrError, AudioTooLong, InvalidRequest, PayloadTooLarge
 from asr.formats import CONTENT_TYPES, speech_segments, subtitle_cues, to_srt, to_vtt
 from asr.transcribe import Transcriber, Transcript
@@ -53,6 +57,15 @@ GRANULARITIES: Final = ("word", "segment")
 # The language of every bundle this project exports (bundles do not record one yet).
 MODEL_LANGUAGE: Final = ("ru", "russian")
 MAX_FIELD_BYTES: Final = 4096
+# 100 hotwords of up to 64 characters (2 bytes each in Cyrillic) with their boosts.
+MAX_HOTWORDS_FIELD_BYTES: Final = 16_384
+# The form field a decoding error is about, for the error's ``param``.
+_DECODING_PARAMS: Final = {
+    "invalid_hotwords": "hotwords",
+    "hotword_not_in_vocabulary": "hotwords",
+    "lm_not_available": "lm",
+    "decoder_not_supported": "decoder",
+}
 
 
 class OpenAIRequestError(InvalidRequest):
@@ -123,9 +136,10 @@ def _transcriptions(
         )
     language = _language(_text(form, "language"))
     _check_ignored_fields(form)
+    decoding = _decoding(form)
     try:
         transcript = transcriber().transcribe(
-            audio.data, limits=api_limits(settings), deadline=deadline
+            audio.data, limits=api_limits(settings), deadline=deadline, decoding=decoding
         )
     except AudioTooLong as exc:
         raise AudioTooLong(
@@ -199,7 +213,7 @@ def openai_error(exc: AsrError, request_id: str | None) -> Response[str]:
     error = {
         "message": exc.message,
         "type": "server_error" if exc.http_status >= 500 else "invalid_request_error",
-        "param": getattr(exc, "param", None),
+        "param": getattr(exc, "param", None) or _DECODING_PARAMS.get(exc.code),
         "code": exc.code,
     }
     headers = {"x-request-id": request_id} if request_id else None
@@ -236,11 +250,24 @@ def _single(form: dict[str, list[FormPart]], name: str) -> FormPart | None:
     return parts[0] if parts else None
 
 
-def _text(form: dict[str, list[FormPart]], name: str) -> str | None:
+def _text(
+    form: dict[str, list[FormPart]], name: str, max_bytes: int = MAX_FIELD_BYTES
+) -> str | None:
     part = _single(form, name)
     if part is None:
         return None
-    return part.text(MAX_FIELD_BYTES).strip() or None
+    return part.text(max_bytes).strip() or None
+
+
+def _decoding(form: dict[str, list[FormPart]]) -> DecodingOptions:
+    """The decoding options among the form's fields (an empty field counts as absent)."""
+    fields: dict[str, str] = {}
+    for name in sorted(REQUEST_FIELDS):
+        limit = MAX_HOTWORDS_FIELD_BYTES if name == "hotwords" else MAX_FIELD_BYTES
+        value = _text(form, name, limit)
+        if value is not None:
+            fields[name] = value
+    return parse_options(fields)
 
 
 def _granularities(form: dict[str, list[FormPart]]) -> set[str]:

@@ -111,7 +111,8 @@ def process_record(
     record_internal_errors: bool = True,
     deadline: Deadline | None = None,
 ) -> RecordOutcome:
-    """Transcribe the object ``record`` names and write its result object.
+    """Transcribe the object ``record`` names and write its result object: a job's upload
+    with the job's decoding options, any other object with the deployment's default.
 
     ``record_internal_errors``: before re-raising an internal fault, write an
     ``internal_error`` record that the retry overwrites (the direct S3 trigger, whose
@@ -137,7 +138,10 @@ def process_record(
         obj = read_object(ref.bucket, ref.key, max_bytes=settings.max_s3_object_bytes)
         source["etag"] = obj.etag or source["etag"]
         transcript = transcriber_factory().transcribe(
-            obj.data, limits=s3_limits(settings), deadline=deadline
+            obj.data,
+            limits=s3_limits(settings),
+            deadline=deadline,
+            decoding=job_tracking.decoding(job),
         )
     except Exception as exc:
         if is_user_error(exc):

@@ -6,7 +6,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from asr.decoding import parse_hotwords
 from asr.formats import parse_format
+from asr.hotwords import Hotword
 
 # Where the model layer puts the bundle (layer contents land under /opt).
 LAYER_MODEL_DIR = Path("/opt/model")
@@ -33,6 +35,9 @@ class Settings:
     # Formats written next to every S3 result's JSON (<key>.srt, .vtt, .txt), besides a
     # job's own requested format: S3_OUTPUT_FORMATS="srt,vtt".
     s3_output_formats: tuple[str, ...] = ()
+    # The deployment's hotwords, applied to every transcription that does not ask for
+    # greedy decoding: HOTWORDS="иванов, сбербанк:3" (asr.decoding.parse_hotwords).
+    hotwords: tuple[Hotword, ...] = ()
     # s3://bucket/prefix/ of a bundle too big for the zip: fetched into model_cache_dir at
     # init and used instead of model_dir.
     model_s3_uri: str | None = None
@@ -78,6 +83,7 @@ class Settings:
             s3_output_formats=tuple(
                 parse_format(f) for f in env.get("S3_OUTPUT_FORMATS", "").split(",") if f.strip()
             ),
+            hotwords=parse_hotwords(env.get("HOTWORDS", "")),  # a bad one fails the init too
             model_s3_uri=env.get("MODEL_S3_URI", "").strip() or None,
             model_cache_dir=Path(env.get("MODEL_CACHE_DIR") or DEFAULT_MODEL_CACHE_DIR),
             max_audio_channels=int(env.get("MAX_AUDIO_CHANNELS", 6)),
