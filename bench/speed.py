@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from asr.bundle import load_bundle
-from asr.transcribe import Timings, Transcriber
+from asr.results import Timings
+from asr.transcribe import Transcriber
 
 from bench.common import (
     BenchOptions,

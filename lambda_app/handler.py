@@ -102,6 +102,7 @@ def _register_routes(app: ApiGatewayResolver) -> None:
                 limits=api_limits(settings),
                 deadline=deadline,
                 decoding=request.decoding,
+                channels=request.channels,
             )
         except AudioTooLong as exc:
             raise AudioTooLong(

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from asr.transcribe import Transcriber, Transcript
+from asr.results import Transcript
+from asr.transcribe import Transcriber
 from asr_service import model_cache
 from asr_service.settings import Settings
 from aws_lambda_powertools import Logger

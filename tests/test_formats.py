@@ -27,7 +27,8 @@ from asr.formats import (
     render,
     subtitle_cues,
 )
-from asr.transcribe import Segment, Transcriber, Transcript
+from asr.results import Segment, Transcript
+from asr.transcribe import Transcriber
 from asr.words import Word
 from asr_service.output_selection import format_from_accept, requested_format
 from hypothesis import HealthCheck, given, settings

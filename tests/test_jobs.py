@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import io
 import json
 import re
 from collections import Counter
@@ -28,6 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 import boto3
 import pytest
 import requests
+import soundfile
 from asr.formats import render
 from asr.transcribe import Transcriber
 from asr_service import job_store, jobs, model_cache, s3_objects, sqs_batch
@@ -604,3 +606,34 @@ def test_the_upload_key_is_recognised_only_in_its_own_shape() -> None:
 )
 def test_file_names_become_safe_key_segments(name: str | None, safe: str) -> None:
     assert jobs.safe_filename(name) == safe
+
+
+def test_a_job_splits_a_call_by_channel_as_it_was_asked(
+    world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from tests.test_channel_requests import TURNS, short_passes
+    from tests.test_channel_split import write_demo_call
+
+    short_passes(monkeypatch)
+    options = {"channels": "split", "speakers": ["agent", "client"]}
+    job = world.create_job({"format": "text", **options})
+    assert job["channels"] == options
+    mono_job = world.create_job({"channels": "split"})
+    wav, _ = write_demo_call(tmp_path)
+    call = io.BytesIO()  # FLAC: the WAV is over the test's upload cap
+    soundfile.write(call, soundfile.read(wav, dtype="int16")[0], 8000, format="FLAC")
+    mono, _ = clip("heldout_01.wav")
+    assert world.upload(job, call.getvalue()) == (204, "")
+    assert world.upload(mono_job, mono) == (204, "")
+    world.drain()
+    done = world.job(job["job_id"])
+    assert (done["status"], done["channels"]) == ("done", options)
+    turns = [(s["speaker"], s["text"]) for s in done["transcript"]["segments"]]
+    assert turns == TURNS
+    failed = world.job(mono_job["job_id"])
+    assert (failed["status"], failed["error"]["code"]) == ("failed", "audio_not_multichannel")
+
+
+def test_a_job_with_bad_channel_options_is_refused(world: World) -> None:
+    status, body = world.call("POST", "/jobs", json.dumps({"channels": "both"}))
+    assert (status, body["error"]["code"]) == (400, "invalid_channels")

@@ -23,7 +23,8 @@ from asr.errors import DeadlineExceeded
 from asr.pcm import SampleBlocks
 from asr.resample import resample
 from asr.resample_stream import StreamResampler
-from asr.transcribe import Transcriber, Transcript
+from asr.results import Transcript
+from asr.transcribe import Transcriber
 from asr.vad import EnergyVad, SileroVad, VadKind, make_detector
 
 from tests.conftest import DEMO

@@ -22,7 +22,8 @@ import srt  # type: ignore[import-untyped]  # no stubs or py.typed
 import webvtt
 from asr.errors import stable_codes
 from asr.formats import render
-from asr.transcribe import Transcriber, Transcript
+from asr.results import Transcript
+from asr.transcribe import Transcriber
 from hypothesis import HealthCheck, given, settings
 from hypothesis import event as event_note
 from hypothesis import strategies as st

@@ -6,6 +6,7 @@ python -m asr --bundle demo/bundle talks/ --output-dir out/ --format vtt
 python -m asr --bundle demo/bundle talks/ --results all.jsonl  # or all.tsv, or - (stdout)
 find calls -name '*.opus' | python -m asr --bundle demo/bundle - --format text
 python -m asr --bundle demo/bundle calls/ --hotwords "иванов, сбербанк:3" --beam-width 16
+python -m asr --bundle demo/bundle calls/ --channels split --speakers "agent, client" --format srt
 
 Exit status: 0 when every file was transcribed (or skipped: its outputs exist), 1 when any
 failed (each reported on stderr as "path<TAB>error CODE: message"), 2 for a usage or bundle
@@ -37,6 +38,7 @@ from .batch_outputs import (
     results_sink,
     write_atomically,
 )
+from .channels import CHANNEL_MODES, ChannelOptions, deployment_channels
 from .decoding import DECODER_METHODS, DecodingOptions, parse_options
 from .errors import AsrError
 from .inputs import InputFile, InputListError, collect_inputs
@@ -62,6 +64,7 @@ class Plan:
     results_path: str | None  # "-" is stdout
     results_format: ResultsFormat | None  # None: the plain "path<TAB>text" listing
     decoding: DecodingOptions  # for every file
+    channels: ChannelOptions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,6 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--hotwords", metavar="LIST", help='words to favour: "word[:boost], ..." (beam search)'
     )
     decoding.add_argument("--hotword-boost", metavar="BOOST", help="default boost, (0, 10]")
+    calls = parser.add_argument_group("calls")
+    calls.add_argument(
+        "--channels",
+        choices=CHANNEL_MODES,
+        default="mix",
+        help="split: transcribe each channel of a stereo file apart, as one dialogue "
+        "(mono files as they are); mix (default): down-mix",
+    )
+    calls.add_argument("--speakers", metavar="NAMES", help='channel names, "agent, client"')
     return parser
 
 
@@ -133,12 +145,24 @@ def decoding_options(args: argparse.Namespace) -> DecodingOptions:
         raise UsageError(f"{exc.code}: {exc.message}") from None
 
 
+def channel_options(args: argparse.Namespace) -> ChannelOptions:
+    """``--channels``/``--speakers``: a folder of calls may hold mono files, which are
+    transcribed as they are (as a deployment's ``CHANNELS=split`` does)."""
+    if args.speakers and args.channels != "split":
+        raise UsageError("--speakers name the channels of --channels split")
+    try:
+        return deployment_channels(args.channels, args.speakers or "")
+    except AsrError as exc:
+        raise UsageError(f"{exc.code}: {exc.message}") from None
+
+
 def make_plan(args: argparse.Namespace, stdin: TextIO) -> Plan:
     if args.jobs < 0:
         raise UsageError("--jobs must be 0 (one per CPU) or more")
     if args.json and args.results:
         raise UsageError("give --json or --results, not both")
     decoding = decoding_options(args)
+    channels = channel_options(args)
     results_path: str | None = "-" if args.json else args.results
     formats: list[FileFormat] = list(dict.fromkeys(args.formats or []))
     if args.output_dir is not None and not formats:
@@ -162,7 +186,8 @@ def make_plan(args: argparse.Namespace, stdin: TextIO) -> Plan:
         todo = [i for i in items if not all(p.exists() for p in outputs[i.path].values())]
     if results_path is None and not formats:
         results_path = "-"  # the default: a "path<TAB>text" listing on stdout
-    return Plan(todo, outputs, len(items) - len(todo), results_path, results_format, decoding)
+    skipped = len(items) - len(todo)
+    return Plan(todo, outputs, skipped, results_path, results_format, decoding, channels)
 
 
 def _refuse_collisions(items: list[InputFile], outputs: dict[Path, dict[FileFormat, Path]]) -> None:
@@ -218,7 +243,9 @@ def run(
             ProgressDisplay(len(plan.todo), sys.stderr, enabled=show_progress)
         )
         paths = [item.path for item in plan.todo]
-        results = transcribe_paths(transcriber, paths, jobs=args.jobs, decoding=plan.decoding)
+        results = transcribe_paths(
+            transcriber, paths, jobs=args.jobs, decoding=plan.decoding, channels=plan.channels
+        )
         for result in results:
             error = _write_outputs(result, plan, args.overwrite)
             if sink is not None:

@@ -2,9 +2,10 @@
 
 libsndfile (through soundfile) decodes WAV, FLAC, OGG Vorbis/Opus and MP3 in process; anything
 it cannot open goes to ffmpeg. Both are read block by block: each block's channels are
-averaged and it is resampled as it arrives (``resample_stream``), so memory holds the mono
-signal at the model's rate, never every channel or the source rate of a long recording.
-``decode_audio_blocks`` keeps the blocks (``pcm.SampleBlocks``); ``decode_audio`` joins them.
+averaged (or one ``channel`` kept) and it is resampled as it arrives (``tracks``), so memory
+holds one mono track at the model's rate, never every channel or the source rate of a long
+recording. ``decode_audio_blocks`` keeps the blocks (``pcm.SampleBlocks``); ``decode_audio``
+joins them.
 
 Truncation policy: a file cut short decodes to what is there when the decoder can tell
 (WAV whose header claims more data, MP3, anything ffmpeg reads), as recorders that were
@@ -44,7 +45,7 @@ from .errors import (
 from .ffmpeg import ffmpeg_decode
 from .limits import AudioLimits
 from .pcm import SampleBlocks
-from .resample_stream import StreamResampler
+from .tracks import Track, TrackBuilder, check_channel
 
 Decoder = Literal["soundfile", "ffmpeg"]
 
@@ -75,6 +76,8 @@ class DecodedBlocks:
     original_sample_rate: int
     channels: int
     decoder: Decoder
+    channel: int | None = None  # the one kept; None: the down-mix
+    max_channel_difference: float = 0.0  # tracks.Track's: 0 when every channel is the same
 
     @property
     def duration_s(self) -> float:
@@ -87,8 +90,10 @@ def decode_audio(
     *,
     limits: AudioLimits = DEFAULT_LIMITS,
     deadline: Deadline | None = None,
+    channel: int | None = None,
 ) -> DecodedAudio:
-    """Decode ``source`` (file contents or a path) to mono float32 at ``sample_rate`` Hz.
+    """Decode ``source`` (file contents or a path) to mono float32 at ``sample_rate`` Hz:
+    the channels' average, or only ``channel`` (0-based).
 
     Raises EmptyAudio (no bytes or no samples), AudioTooManyChannels and
     SampleRateUnsupported (from the header, before decoding), AudioTooLong (longer than
@@ -98,7 +103,9 @@ def decode_audio(
     passed) and DecoderUnavailable (the format needs ffmpeg, none found).
     A path that does not exist raises FileNotFoundError: that is the caller's bug.
     """
-    decoded = decode_audio_blocks(source, sample_rate, limits=limits, deadline=deadline)
+    decoded = decode_audio_blocks(
+        source, sample_rate, limits=limits, deadline=deadline, channel=channel
+    )
     return DecodedAudio(
         samples=decoded.blocks.to_array(),
         sample_rate=decoded.sample_rate,
@@ -114,8 +121,10 @@ def decode_audio_blocks(
     *,
     limits: AudioLimits = DEFAULT_LIMITS,
     deadline: Deadline | None = None,
+    channel: int | None = None,
 ) -> DecodedBlocks:
-    """``decode_audio`` without joining the blocks: for long recordings."""
+    """``decode_audio`` without joining the blocks: for long recordings. ``channel`` keeps
+    only that channel (0-based; AudioDecodeError when the stream has no such channel)."""
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     if isinstance(source, bytes):
@@ -129,29 +138,24 @@ def decode_audio_blocks(
     opened = _open_soundfile(source)
     if opened is not None:
         with opened:
-            samples, rate, channels = _read_soundfile(opened, sample_rate, limits, deadline)
-        if samples.size:
-            return _finish(samples, sample_rate, rate, channels, "soundfile")
+            track = _read_soundfile(opened, sample_rate, limits, deadline, channel)
+        if track.samples.size:
+            return _finish(track, sample_rate, channel, "soundfile")
         # A WAV whose header was never finalised says "0 frames" over real data; ffmpeg
         # reads such files to the end. Anything else without samples is empty.
         try:
-            samples, rate, channels = _decode_ffmpeg(source, sample_rate, limits, deadline)
+            track = _decode_ffmpeg(source, sample_rate, limits, deadline, channel)
         except DecodeTimeout:
             raise
         except (AudioDecodeError, DecoderUnavailable):
             raise EmptyAudio("the audio contains no samples") from None
     else:
-        samples, rate, channels = _decode_ffmpeg(source, sample_rate, limits, deadline)
-    return _finish(samples, sample_rate, rate, channels, "ffmpeg")
+        track = _decode_ffmpeg(source, sample_rate, limits, deadline, channel)
+    return _finish(track, sample_rate, channel, "ffmpeg")
 
 
-def _finish(
-    samples: SampleBlocks,
-    sample_rate: int,
-    original_sample_rate: int,
-    channels: int,
-    decoder: Decoder,
-) -> DecodedBlocks:
+def _finish(track: Track, sample_rate: int, channel: int | None, decoder: Decoder) -> DecodedBlocks:
+    samples = track.samples
     if samples.size == 0:
         raise EmptyAudio("the audio contains no samples")
     if not all(np.isfinite(block).all() for block in samples):
@@ -159,9 +163,11 @@ def _finish(
     return DecodedBlocks(
         blocks=samples,
         sample_rate=sample_rate,
-        original_sample_rate=original_sample_rate,
-        channels=channels,
+        original_sample_rate=track.source_rate,
+        channels=track.channels,
         decoder=decoder,
+        channel=channel,
+        max_channel_difference=track.max_channel_difference,
     )
 
 
@@ -177,14 +183,19 @@ def _open_soundfile(source: bytes | str | os.PathLike[str]) -> sf.SoundFile | No
 
 
 def _read_soundfile(
-    f: sf.SoundFile, target_rate: int, limits: AudioLimits, deadline: Deadline | None
-) -> tuple[SampleBlocks, int, int]:
-    """Read, down-mix and resample block by block: memory is the mono signal at
-    ``target_rate``, not every channel at the source rate."""
+    f: sf.SoundFile,
+    target_rate: int,
+    limits: AudioLimits,
+    deadline: Deadline | None,
+    channel: int | None,
+) -> Track:
+    """Read, down-mix (or keep ``channel``) and resample block by block: memory is one
+    mono track at ``target_rate``, not every channel at the source rate."""
     rate, channels = int(f.samplerate), int(f.channels)
     if rate <= 0 or channels <= 0:
         raise AudioDecodeError(f"the audio header is invalid ({rate} Hz, {channels} channels)")
     limits.check_stream(rate, channels, target_rate)
+    check_channel(channel, channels)
     limit = limits.max_frames(rate)
     declared = int(f.frames) if f.frames > 0 else 0
     if limit is not None and declared > limit:
@@ -193,9 +204,7 @@ def _read_soundfile(
             f"{limits.max_duration_s:g} s"
         )
     block_frames = max(1, _BLOCK_SAMPLES // channels)
-    resampler = StreamResampler(rate, target_rate)
-    mono = SampleBlocks()
-    n = 0
+    builder = TrackBuilder(rate, target_rate, channels, channel=channel)
     while True:
         if deadline is not None:
             deadline.check("decoding")
@@ -208,14 +217,10 @@ def _read_soundfile(
             ) from None
         if block.shape[0] == 0:
             break
-        if limit is not None and n + block.shape[0] > limit:
+        if limit is not None and builder.frames + block.shape[0] > limit:
             raise AudioTooLong(f"audio is longer than the maximum of {limits.max_duration_s:g} s")
-        down_mixed = block[:, 0].copy() if channels == 1 else block.mean(axis=1, dtype=np.float32)
-        mono.append(resampler.push(down_mixed))
-        n += block.shape[0]
-    if n:
-        mono.append(resampler.finish())
-    return mono, rate, channels
+        builder.push(block)
+    return builder.finish()
 
 
 def _decode_ffmpeg(
@@ -223,14 +228,21 @@ def _decode_ffmpeg(
     sample_rate: int,
     limits: AudioLimits,
     deadline: Deadline | None,
-) -> tuple[SampleBlocks, int, int]:
+    channel: int | None,
+) -> Track:
     if isinstance(source, bytes):
         # ffmpeg needs a seekable file for MP4 (moov at the end): a private directory that
         # is removed whatever happens, timeout and errors included.
         with tempfile.TemporaryDirectory(prefix="asr-audio-") as tmp:
             path = Path(tmp) / "input"
             path.write_bytes(source)
-            result = ffmpeg_decode(path, sample_rate, limits=limits, deadline=deadline)
+            result = ffmpeg_decode(
+                path, sample_rate, limits=limits, deadline=deadline, channel=channel
+            )
     else:
-        result = ffmpeg_decode(source, sample_rate, limits=limits, deadline=deadline)
-    return result.blocks, result.original_sample_rate, result.channels
+        result = ffmpeg_decode(
+            source, sample_rate, limits=limits, deadline=deadline, channel=channel
+        )
+    return Track(
+        result.blocks, result.original_sample_rate, result.channels, result.max_channel_difference
+    )

@@ -21,10 +21,12 @@ from pathlib import Path
 
 from .acoustic_model import available_cpus
 from .audio import DEFAULT_LIMITS
+from .channels import ChannelOptions
 from .decoding import DecodingOptions
 from .errors import AsrError
 from .limits import AudioLimits
-from .transcribe import Transcriber, Transcript
+from .results import Transcript
+from .transcribe import Transcriber
 
 PathLike = str | os.PathLike[str]
 
@@ -73,11 +75,14 @@ def transcribe_file(
     index: int = 0,
     limits: AudioLimits = DEFAULT_LIMITS,
     decoding: DecodingOptions | None = None,
+    channels: ChannelOptions | None = None,
 ) -> FileResult:
     """Transcribe one file; every failure becomes ``FileResult.error``."""
     file = Path(path)
     try:
-        transcript = transcriber.transcribe(_checked(file), limits=limits, decoding=decoding)
+        transcript = transcriber.transcribe(
+            _checked(file), limits=limits, decoding=decoding, channels=channels
+        )
     except AsrError as exc:
         return FileResult(index, file, error=FileError(exc.code, exc.message))
     except Exception as exc:  # a fault here must not end the other files' work
@@ -93,14 +98,15 @@ def transcribe_paths(
     threads: int | None = None,
     limits: AudioLimits = DEFAULT_LIMITS,
     decoding: DecodingOptions | None = None,
+    channels: ChannelOptions | None = None,
 ) -> Generator[FileResult, None, None]:
     """Transcribe ``paths`` with ``jobs`` workers (0 = one per CPU), yielding in input order.
 
     ``source`` is a loaded ``Transcriber`` or a bundle folder (loaded here with ``threads``
-    onnxruntime threads; default 1 when ``jobs > 1``); ``decoding`` applies to every file
-    (options that cannot apply fail each file with their code). At most a few files per worker are
-    in flight or waiting for an earlier one, so ``paths`` may be a long lazy iterable;
-    closing the generator early cancels the files not yet started.
+    onnxruntime threads; default 1 when ``jobs > 1``); ``decoding`` and ``channels`` apply
+    to every file (options that cannot apply fail each file with their code). At most a
+    few files per worker are in flight or waiting for an earlier one, so ``paths`` may be
+    a long lazy iterable; closing the generator early cancels the files not yet started.
     """
     if jobs < 0:
         raise ValueError(f"jobs must be 0 (one per CPU) or more, got {jobs}")
@@ -112,9 +118,13 @@ def transcribe_paths(
     numbered = enumerate(paths)
     if workers == 1:
         for index, path in numbered:
-            yield transcribe_file(transcriber, path, index=index, limits=limits, decoding=decoding)
+            yield transcribe_file(
+                transcriber, path, index=index, limits=limits, decoding=decoding, channels=channels
+            )
         return
-    yield from _parallel(transcriber, numbered, workers, limits, decoding)
+    yield from _parallel(
+        transcriber, numbered, workers, limits, decoding=decoding, channels=channels
+    )
 
 
 def _parallel(
@@ -122,7 +132,9 @@ def _parallel(
     numbered: Iterator[tuple[int, PathLike]],
     workers: int,
     limits: AudioLimits,
+    *,
     decoding: DecodingOptions | None,
+    channels: ChannelOptions | None,
 ) -> Iterator[FileResult]:
     window = 4 * workers  # running + finished-but-waiting-for-an-earlier-file
     running: set[Future[FileResult]] = set()
@@ -146,6 +158,7 @@ def _parallel(
                         index=index,
                         limits=limits,
                         decoding=decoding,
+                        channels=channels,
                     )
                 )
             if not running:

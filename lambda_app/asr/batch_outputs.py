@@ -24,7 +24,7 @@ from typing import Final, Literal, Protocol, TextIO, get_args
 from .batch import FileResult
 from .formats import EXTENSIONS, render
 from .inputs import InputFile
-from .transcribe import Transcript
+from .results import Transcript
 
 FileFormat = Literal["json", "text", "srt", "vtt", "tsv"]
 FILE_FORMATS: Final[tuple[FileFormat, ...]] = get_args(FileFormat)

@@ -46,6 +46,8 @@ class InvalidRequest(AsrError):
             "hotword_not_in_vocabulary",
             "decoder_not_supported",
             "lm_not_available",
+            # Channel options (asr.channels).
+            "invalid_channels",
         }
     )
 
@@ -75,6 +77,13 @@ class AudioTooManyChannels(AsrError):
     """More channels than the cap (checked from the header, before any sample is decoded)."""
 
     code = "audio_too_many_channels"
+    http_status = 422
+
+
+class AudioNotMultichannel(AsrError):
+    """Channels were to be transcribed apart, and the audio has one."""
+
+    code = "audio_not_multichannel"
     http_status = 422
 
 

@@ -50,7 +50,7 @@ from .errors import (
 )
 from .limits import AudioLimits, FfmpegLimits
 from .pcm import SampleBlocks
-from .resample_stream import StreamResampler
+from .tracks import Track, TrackBuilder, check_channel
 
 FFMPEG_ENV: Final = "ASR_FFMPEG_PATH"
 LAYER_PATH: Final = Path("/opt/bin/ffmpeg")
@@ -76,11 +76,13 @@ _DEFAULT_LIMITS: Final = AudioLimits()
 
 @dataclass(frozen=True)
 class FfmpegAudio:
-    """Mono float32 PCM at the requested rate, and what the decoded stream was."""
+    """Mono float32 PCM at the requested rate (the down-mix, or one channel), and what the
+    decoded stream was."""
 
     blocks: SampleBlocks
     original_sample_rate: int
     channels: int
+    max_channel_difference: float = 0.0  # tracks.Track's
 
     @property
     def samples(self) -> npt.NDArray[np.float32]:
@@ -116,8 +118,10 @@ def ffmpeg_decode(
     limits: AudioLimits = _DEFAULT_LIMITS,
     deadline: Deadline | None = None,
     ffmpeg: Path | None = None,
+    channel: int | None = None,
 ) -> FfmpegAudio:
-    """Decode the first audio stream of ``path`` to mono float32 at ``sample_rate``.
+    """Decode the first audio stream of ``path`` to mono float32 at ``sample_rate``: the
+    down-mix, or only ``channel`` (0-based; AudioDecodeError if the stream lacks it).
 
     Raises DecoderUnavailable (no ffmpeg), AudioTooManyChannels / SampleRateUnsupported
     (the stream's header, before any sample is read), AudioTooLong (longer than the
@@ -149,9 +153,9 @@ def ffmpeg_decode(
             timer.start()
             assert proc.stdout is not None
             try:
-                mono, rate, channels = _read_wav_pipe(proc.stdout, sample_rate, limits, output_cap)
+                track = _read_wav_pipe(proc.stdout, sample_rate, limits, output_cap, channel)
             except _NoOutputError:
-                mono, rate, channels = SampleBlocks(), 0, 0
+                track = Track(SampleBlocks(), 0, 0, 0.0)
         except BaseException:
             stopper.stop()  # we stopped reading early (caps, errors): nothing more is wanted
             raise
@@ -174,9 +178,15 @@ def ffmpeg_decode(
         stderr = log.read().decode("utf-8", errors="replace")
 
     # ffmpeg skips corrupt frames and exits 0; only a failure that left nothing is an error.
-    if proc.returncode != 0 or rate == 0 or (mono.size == 0 and stderr.strip()):
+    failed = track.source_rate == 0 or (track.samples.size == 0 and stderr.strip())
+    if proc.returncode != 0 or failed:
         raise AudioDecodeError(_error_message(stderr, source, proc.returncode))
-    return FfmpegAudio(blocks=mono, original_sample_rate=rate, channels=channels)
+    return FfmpegAudio(
+        blocks=track.samples,
+        original_sample_rate=track.source_rate,
+        channels=track.channels,
+        max_channel_difference=track.max_channel_difference,
+    )
 
 
 def output_byte_cap(limits: AudioLimits) -> int:
@@ -301,10 +311,10 @@ def _read_exactly(pipe: IO[bytes], n: int) -> bytes:
 
 
 def _read_wav_pipe(
-    pipe: IO[bytes], target_rate: int, limits: AudioLimits, output_cap: int
-) -> tuple[SampleBlocks, int, int]:
-    """Parse the streamed WAV ffmpeg writes (sizes unknown: read to EOF), down-mix and
-    resample it block by block.
+    pipe: IO[bytes], target_rate: int, limits: AudioLimits, output_cap: int, channel: int | None
+) -> Track:
+    """Parse the streamed WAV ffmpeg writes (sizes unknown: read to EOF), down-mix it (or
+    keep one channel) and resample it block by block.
 
     The header is checked against ``limits`` before any sample is read.
     """
@@ -327,11 +337,11 @@ def _read_wav_pipe(
     if channels == 0 or rate == 0:
         raise _NoOutputError
     limits.check_stream(rate, channels, target_rate)
+    check_channel(channel, channels)
 
     limit = limits.max_frames(rate)
     frame_bytes = 4 * channels
-    resampler = StreamResampler(rate, target_rate)
-    mono = SampleBlocks()
+    builder = TrackBuilder(rate, target_rate, channels, channel=channel)
     total = 0
     while True:
         data = pipe.read(max(1, _BLOCK_SAMPLES // channels) * frame_bytes)
@@ -348,12 +358,8 @@ def _read_wav_pipe(
         total += frames
         if limit is not None and total > limit:
             raise AudioTooLong(f"audio is longer than the maximum of {limits.max_duration_s:g} s")
-        mono.append(
-            resampler.push(block.mean(axis=1, dtype=np.float32) if channels > 1 else block[:, 0])
-        )
-    if total:
-        mono.append(resampler.finish())
-    return mono, int(rate), int(channels)
+        builder.push(block)
+    return builder.finish()
 
 
 def _error_message(stderr: str, source: Path, returncode: int) -> str:

@@ -15,6 +15,13 @@ Transcribe's batch output, so code written against Transcribe reads it unchanged
     results.audio_segments  one per segment: {"id", "transcript", "start_time", "end_time",
                             "items": [item ids]}
 
+A call transcribed channel by channel (``channel_mode`` "split", ``asr.channels``) adds
+Transcribe's channel identification layout: ``channel_label`` ("ch_0", "ch_1") on every
+item and audio segment, and ``results.channel_labels`` = {"channels": [{"channel_label",
+"items"}], "number_of_channels"}. Its text is one line per turn, "speaker: text"; its cues
+name the speaker ("speaker: " in SRT, a ``<v speaker>`` voice span in WebVTT) and may
+overlap another speaker's (both talk at once).
+
 Subtitles: one or more cues per segment, split at word boundaries so a cue has at most two
 lines of ``MAX_LINE_CHARS`` characters, lasts at most ``MAX_CUE_SECONDS`` and spans no pause
 longer than ``MAX_CUE_GAP_SECONDS``; a cue runs from its first word's start to its last
@@ -30,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, get_args
 
 from .errors import InvalidRequest
-from .transcribe import Segment, Transcript
+from .results import Segment, Transcript
 from .words import Word
 
 OutputFormat = Literal["json", "text", "srt", "vtt"]
@@ -74,6 +81,7 @@ class Cue:
     start: float
     end: float
     lines: tuple[str, ...]
+    speaker: str | None = None  # a call's turn (asr.channels)
 
 
 def parse_format(name: str) -> OutputFormat:
@@ -92,12 +100,19 @@ def render(transcript: Transcript, fmt: str) -> Rendered:
     if output == "json":
         body = json.dumps(transcript_document(transcript), ensure_ascii=False)
     elif output == "text":
-        body = transcript.text + "\n"
+        body = plain_text(transcript)
     elif output == "srt":
         body = to_srt(subtitle_cues(transcript))
     else:
         body = to_vtt(subtitle_cues(transcript))
     return Rendered(body=body, content_type=CONTENT_TYPES[output])
+
+
+def plain_text(transcript: Transcript) -> str:
+    """The text: one line, or a call's turns one per line as "speaker: text"."""
+    if transcript.channel_mode != "split":
+        return transcript.text + "\n"
+    return "".join(f"{s.speaker}: {_clean(s.text)}\n" for s in transcript.segments)
 
 
 def transcript_document(transcript: Transcript) -> dict[str, Any]:
@@ -115,23 +130,49 @@ def transcribe_results(transcript: Transcript) -> dict[str, Any]:
                 item["id"] = len(items)
                 ids.append(item["id"])
                 items.append(item)
-        audio_segments.append(
-            {
-                "id": len(audio_segments),
-                "transcript": segment.text,
-                "start_time": _seconds(segment.start),
-                "end_time": _seconds(segment.end),
-                "items": ids,
-            }
-        )
-    return {
+        audio_segment: dict[str, Any] = {
+            "id": len(audio_segments),
+            "transcript": segment.text,
+            "start_time": _seconds(segment.start),
+            "end_time": _seconds(segment.end),
+            "items": ids,
+        }
+        if segment.channel is not None:
+            audio_segment["channel_label"] = channel_label(segment.channel)
+        audio_segments.append(audio_segment)
+    results: dict[str, Any] = {
         "transcripts": [{"transcript": transcript.text}],
         "items": items,
         "audio_segments": audio_segments,
     }
+    if transcript.channel_mode == "split":
+        results["channel_labels"] = {
+            "channels": [
+                {
+                    "channel_label": channel_label(c.channel),
+                    "items": [i for i in items if i["channel_label"] == channel_label(c.channel)],
+                }
+                for c in transcript.channels
+            ],
+            "number_of_channels": len(transcript.channels),
+        }
+    return results
+
+
+def channel_label(channel: int) -> str:
+    """Transcribe's name for a channel (speaker names are ours: ``speaker``)."""
+    return f"ch_{channel}"
 
 
 def _word_items(word: Word) -> list[dict[str, Any]]:
+    items = _items(word)
+    if word.channel is not None:
+        for item in items:
+            item["channel_label"] = channel_label(word.channel)
+    return items
+
+
+def _items(word: Word) -> list[dict[str, Any]]:
     content = _clean(word.text)
     spoken = content
     while spoken and unicodedata.category(spoken[-1]).startswith("P"):
@@ -165,12 +206,17 @@ def speech_segments(transcript: Transcript) -> tuple[Segment, ...]:
 
 
 def subtitle_cues(transcript: Transcript) -> list[Cue]:
+    """Cues in time order; one speaker's never overlap (another's may: cross-talk)."""
     cues: list[Cue] = []
+    last_end: dict[str | None, float] = {}
     for segment in speech_segments(transcript):
         for group in _cue_words(_timed_words(segment)):
-            start = max(group[0].start, cues[-1].end if cues else 0.0)
+            start = max(group[0].start, last_end.get(segment.speaker, 0.0))
             end = max(group[-1].end, start + 0.002)  # ≥ 1 ms once rounded
-            cues.append(Cue(start=start, end=end, lines=_lines([w.text for w in group])))
+            last_end[segment.speaker] = end
+            lines = _lines([w.text for w in group])
+            cues.append(Cue(start=start, end=end, lines=lines, speaker=segment.speaker))
+    cues.sort(key=lambda c: c.start)
     return cues
 
 
@@ -230,7 +276,8 @@ def _lines(texts: Sequence[str]) -> tuple[str, ...]:
 
 def to_srt(cues: Sequence[Cue]) -> str:
     blocks = [
-        f"{n}\n{_timestamp(c.start, ',')} --> {_timestamp(c.end, ',')}\n" + "\n".join(c.lines)
+        f"{n}\n{_timestamp(c.start, ',')} --> {_timestamp(c.end, ',')}\n"
+        + "\n".join(_named(c.lines, f"{_clean(c.speaker)}: " if c.speaker else ""))
         for n, c in enumerate(cues, start=1)
     ]
     return "".join(block + "\n\n" for block in blocks)
@@ -239,10 +286,20 @@ def to_srt(cues: Sequence[Cue]) -> str:
 def to_vtt(cues: Sequence[Cue]) -> str:
     blocks = [
         f"{_timestamp(c.start, '.')} --> {_timestamp(c.end, '.')}\n"
-        + "\n".join(_vtt_escape(line) for line in c.lines)
+        + "\n".join(
+            _named(
+                [_vtt_escape(line) for line in c.lines],
+                f"<v {_vtt_escape(_clean(c.speaker))}>" if c.speaker else "",
+            )
+        )
         for c in cues
     ]
     return "WEBVTT\n\n" + "".join(block + "\n\n" for block in blocks)
+
+
+def _named(lines: Sequence[str], prefix: str) -> list[str]:
+    """The cue's lines, the first after ``prefix`` (its speaker)."""
+    return [prefix + lines[0], *lines[1:]] if lines else []
 
 
 def _vtt_escape(text: str) -> str:

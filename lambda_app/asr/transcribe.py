@@ -18,6 +18,9 @@ features, whatever the file's length, channels or source rate.
 
 ``decoding`` overrides the bundle's default decoder (``asr.decoding``); the transcriber's
 ``hotwords`` (the deployment's) apply to every request that does not choose greedy.
+``channels=ChannelOptions(mode="split")`` transcribes each channel of a call on its own
+and returns one dialogue (``asr.channels``); memory holds one channel at a time (each is
+decoded in its own pass).
 
 ``limits`` caps what is accepted before decoding (``asr.limits``); ``deadline`` is checked
 after decoding, during the VAD, and before every segment's features and every batch's model
@@ -30,27 +33,35 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
 
 from .acoustic_model import OnnxAcousticModel
 from .audio import DEFAULT_LIMITS, decode_audio_blocks
 from .bundle import ModelBundle, load_bundle
+from .channels import IDENTICAL_CHANNELS, MAX_SPLIT_CHANNELS, ChannelOptions, dialogue, turns
 from .deadline import Deadline
 from .decoding import Decoding, DecodingOptions, resolve
-from .errors import AudioTooLong, EmptyAudio, InvalidRequest, NonFiniteAudio
+from .errors import (
+    AudioNotMultichannel,
+    AudioTooLong,
+    AudioTooManyChannels,
+    EmptyAudio,
+    InvalidRequest,
+    NonFiniteAudio,
+)
 from .frontend import make_frontend
 from .hotwords import Hotword
 from .limits import AudioLimits
 from .pcm import SampleBlocks
 from .resample import resample
+from .results import ChannelText, Segment, Timings, Transcript
 from .search import make_search
 from .vad import VAD_KINDS, SpeechDetector, VadKind, make_detector
 from .windows import plan_segments
-from .words import Word
 
 VAD_ENV: Final = "ASR_VAD"
 # One pass at most for bundles without a cap (QuartzNet: linear in length, but a whole hour
@@ -63,61 +74,6 @@ _BATCH_SIZE: Final = 8
 _BATCH_MIN_FILL: Final = 0.75
 
 AudioInput = str | os.PathLike[str] | bytes | bytearray | memoryview | np.ndarray
-
-
-@dataclass(frozen=True)
-class Timings:
-    """Seconds spent per stage of one transcription: audio decoding, features (with the
-    VAD), the acoustic model (a transducer's encoder), and the decoder search (greedy CTC,
-    or the transducer's prediction-network/joint loop)."""
-
-    decode: float = 0.0
-    features: float = 0.0
-    model: float = 0.0
-    decoder: float = 0.0
-
-    @property
-    def total(self) -> float:
-        return self.decode + self.features + self.model + self.decoder
-
-
-@dataclass(frozen=True)
-class Segment:
-    """A stretch of speech transcribed in one model pass, with absolute times in seconds."""
-
-    start: float
-    end: float
-    text: str
-    words: tuple[Word, ...]
-    token_ids: tuple[int, ...] = ()  # the decoder's tokens (evaluation compares systems by them)
-
-
-@dataclass(frozen=True)
-class Transcript:
-    text: str
-    words: tuple[Word, ...]
-    duration: float
-    model_id: str
-    timings: Timings = field(default_factory=Timings)
-    segments: tuple[Segment, ...] = ()
-    decoder: str = "greedy"  # Decoding.describe(): "beam16+lm(alpha=0.5,beta=1)+hotwords(2)"
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["words"] = [asdict(word) for word in self.words]
-        data["segments"] = [
-            {
-                "start": round(s.start, 3),
-                "end": round(s.end, 3),
-                "text": s.text,
-                "words": [asdict(word) for word in s.words],
-            }
-            for s in self.segments
-        ]
-        data["timings"] = {k: round(v, 4) for k, v in asdict(self.timings).items()}
-        data["timings"]["total"] = round(self.timings.total, 4)
-        data["duration"] = round(self.duration, 3)
-        return data
 
 
 class Transcriber:
@@ -208,6 +164,7 @@ class Transcriber:
         limits: AudioLimits = DEFAULT_LIMITS,
         deadline: Deadline | None = None,
         decoding: DecodingOptions | None = None,
+        channels: ChannelOptions | None = None,
     ) -> Transcript:
         """Transcribe a file path, encoded audio bytes, or samples (with their rate).
 
@@ -220,36 +177,117 @@ class Transcriber:
         )
         if max_duration_s is not None:
             limits = replace(limits, max_duration_s=max_duration_s)
+        if channels is not None and channels.mode == "split":
+            return self._split(
+                audio, sample_rate, limits, deadline, decoding=chosen, options=channels
+            )
         started = time.perf_counter()
         signal = self._samples(audio, sample_rate, limits, deadline)
-        duration = signal.size / self.sample_rate
-        decoded_at = time.perf_counter()
-        spans = self.plan(signal, deadline)
-        timings = Timings(decode=decoded_at - started, features=time.perf_counter() - decoded_at)
-        segments: list[Segment] = []
-        recognised = False
-        for batch in _batches(spans, _BATCH_SECONDS * self.sample_rate):
-            results, spent = self._recognise(signal, batch, deadline, chosen)
-            timings = Timings(
-                decode=timings.decode,
-                features=timings.features + spent.features,
-                model=timings.model + spent.model,
-                decoder=timings.decoder + spent.decoder,
-            )
-            recognised = recognised or bool(results)
-            segments.extend(results)
-        if spans and not recognised:
-            raise EmptyAudio(f"audio of {duration:.3f} s is too short to transcribe")
-        segments.sort(key=lambda s: s.start)
+        return self._whole(signal, time.perf_counter() - started, deadline, chosen)
+
+    def _whole(
+        self,
+        signal: SampleBlocks,
+        decode_s: float,
+        deadline: Deadline | None,
+        decoding: Decoding,
+        channel_mode: str = "mix",
+    ) -> Transcript:
+        """One signal transcribed (``decode_s``: what decoding it took)."""
+        segments, timings = self._run(signal, deadline, decoding)
         spoken = [s for s in segments if s.text]
         return Transcript(
             text=" ".join(s.text for s in spoken),
             words=tuple(word for s in spoken for word in s.words),
+            duration=signal.size / self.sample_rate,
+            model_id=self.model_id,
+            timings=replace(timings, decode=decode_s),
+            segments=tuple(spoken),
+            decoder=decoding.describe(),
+            channel_mode=channel_mode,
+        )
+
+    def _run(
+        self, signal: SampleBlocks, deadline: Deadline | None, decoding: Decoding
+    ) -> tuple[list[Segment], Timings]:
+        """VAD → batches → segments in time order; the timings without the decode."""
+        started = time.perf_counter()
+        spans = self.plan(signal, deadline)
+        timings = Timings(features=time.perf_counter() - started)
+        segments: list[Segment] = []
+        recognised = False
+        for batch in _batches(spans, _BATCH_SECONDS * self.sample_rate):
+            results, spent = self._recognise(signal, batch, deadline, decoding)
+            timings += spent
+            recognised = recognised or bool(results)
+            segments.extend(results)
+        if spans and not recognised:
+            duration = signal.size / self.sample_rate
+            raise EmptyAudio(f"audio of {duration:.3f} s is too short to transcribe")
+        segments.sort(key=lambda s: s.start)
+        return segments, timings
+
+    def _split(
+        self,
+        audio: AudioInput,
+        sample_rate: int | None,
+        limits: AudioLimits,
+        deadline: Deadline | None,
+        *,
+        decoding: Decoding,
+        options: ChannelOptions,
+    ) -> Transcript:
+        """Each channel decoded, transcribed and let go in turn; then one dialogue."""
+        started = time.perf_counter()
+        signal, count, difference = self._channel(audio, sample_rate, limits, deadline, 0)
+        if count == 1 and options.required:
+            raise AudioNotMultichannel(
+                "the audio has one channel: there is nothing to split (send it without "
+                '"channels": "split")'
+            )
+        if count > MAX_SPLIT_CHANNELS and options.required:
+            raise AudioTooManyChannels(
+                f"the audio has {count} channels; at most {MAX_SPLIT_CHANNELS} are "
+                'transcribed apart (send it without "channels": "split" to down-mix)'
+            )
+        if count > MAX_SPLIT_CHANNELS:  # the deployment's split: down-mix what it cannot split
+            del signal
+            signal = self._samples(audio, sample_rate, limits, deadline)
+        decode_s = time.perf_counter() - started
+        if count == 1 or count > MAX_SPLIT_CHANNELS:
+            return self._whole(signal, decode_s, deadline, decoding)
+        if difference <= IDENTICAL_CHANNELS:  # one signal copied: read it once
+            return self._whole(signal, decode_s, deadline, decoding, "identical")
+        duration = signal.size / self.sample_rate
+        per_channel, texts, timings = [], [], Timings()
+        for channel in range(count):
+            if channel:
+                decoding_at = time.perf_counter()
+                signal, _, _ = self._channel(audio, sample_rate, limits, deadline, channel)
+                decode_s += time.perf_counter() - decoding_at
+            segments, spent = self._run(signal, deadline, decoding)
+            del signal  # one channel in memory at a time
+            speaker = options.speaker(channel)
+            words = [word for s in segments for word in s.words]
+            per_channel.append(turns(channel, speaker, words))
+            texts.append(
+                ChannelText(channel, speaker, " ".join(s.text for s in segments if s.text))
+            )
+            timings += spent
+        ordered = dialogue(per_channel)
+        return Transcript(
+            text=" ".join(turn.text for turn in ordered),
+            words=tuple(word for turn in ordered for word in turn.words),
             duration=duration,
             model_id=self.model_id,
-            timings=timings,
-            segments=tuple(spoken),
-            decoder=chosen.describe(),
+            timings=replace(timings, decode=decode_s),
+            segments=tuple(
+                Segment(t.start, t.end, t.text, t.words, channel=t.channel, speaker=t.speaker)
+                for t in ordered
+            ),
+            decoder=decoding.describe(),
+            channel_mode="split",
+            channels=tuple(texts),
         )
 
     def plan(self, signal: SampleBlocks, deadline: Deadline | None = None) -> list[tuple[int, int]]:
@@ -331,6 +369,34 @@ class Transcriber:
         return decode_audio_blocks(
             source, self.sample_rate, limits=limits, deadline=deadline
         ).blocks
+
+    def _channel(
+        self,
+        audio: AudioInput,
+        sample_rate: int | None,
+        limits: AudioLimits,
+        deadline: Deadline | None,
+        channel: int,
+    ) -> tuple[SampleBlocks, int, float]:
+        """One channel of ``audio`` at the model's rate, the channel count, and the largest
+        difference between channels (``tracks.Track``)."""
+        if isinstance(audio, np.ndarray):
+            if sample_rate is None:
+                raise InvalidRequest("samples given as an array need their sample_rate")
+            if audio.ndim != 2:
+                return self._samples(audio, sample_rate, limits, deadline), 1, 0.0
+            difference = float(np.max(np.abs(audio[:, 1:] - audio[:, :1]), initial=0.0))
+            limits.check_stream(sample_rate, audio.shape[1], self.sample_rate)
+            column = np.ascontiguousarray(audio[:, channel])
+            samples = self._array_samples(column, sample_rate, limits)
+            return SampleBlocks([samples]), audio.shape[1], difference
+        if sample_rate is not None:
+            raise InvalidRequest("sample_rate applies only to arrays; files carry their own")
+        source = bytes(audio) if isinstance(audio, bytearray | memoryview) else audio
+        decoded = decode_audio_blocks(
+            source, self.sample_rate, limits=limits, deadline=deadline, channel=channel
+        )
+        return decoded.blocks, decoded.channels, decoded.max_channel_difference
 
     def _array_samples(
         self, audio: np.ndarray, sample_rate: int, limits: AudioLimits

@@ -21,6 +21,9 @@ class Word:
     start: float
     end: float
     confidence: float
+    # Set when the channels of a call were transcribed apart (asr.channels).
+    channel: int | None = None
+    speaker: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,14 @@
-"""Turn a ``POST /transcribe`` request into audio bytes and decoding options.
+"""Turn a ``POST /transcribe`` request into audio bytes, decoding and channel options.
 
 Accepted bodies: JSON ``{"audio": "<base64>"}``, JSON ``{"s3": {"bucket", "key"}}``, or
 the raw audio itself (any non-JSON content type; API Gateway base64-encodes binary).
 
 Decoding options (``asr.decoding.REQUEST_FIELDS``: ``decoder``, ``beam_width``, ``hotwords``,
 …) sit next to ``audio``/``s3`` in a JSON body, and are query parameters with a raw body
-(``?decoder=beam&hotwords=иванов,сбербанк:3``). A JSON body's other keys are ignored, as
-before; decoding query parameters with a JSON body are refused (they belong in the body).
+(``?decoder=beam&hotwords=иванов,сбербанк:3``); so do ``channels``/``speakers``
+(``asr.channels``: ``?channels=split&speakers=agent,client``), whose default is the
+deployment's (``Settings.channels``). A JSON body's other keys are ignored, as before;
+these query parameters with a JSON body are refused (they belong in the body).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from asr import channels
+from asr.channels import ChannelOptions, parse_channel_options
 from asr.decoding import REQUEST_FIELDS, DecodingOptions, parse_options
 from asr.errors import InvalidRequest, PayloadTooLarge, S3RefNotAllowed
 
@@ -29,12 +33,14 @@ JSON_TYPES = ("application/json", "text/json")
 # Bucket names S3 has ever allowed (legacy us-east-1 names included): what botocore accepts.
 _BUCKET_NAME: Final = re.compile(r"[A-Za-z0-9._-]{1,255}")
 _MAX_KEY_BYTES: Final = 1024
+OPTION_FIELDS: Final = REQUEST_FIELDS | channels.REQUEST_FIELDS
 
 
 @dataclass(frozen=True)
 class TranscribeRequest:
     audio: bytes
     decoding: DecodingOptions
+    channels: ChannelOptions
 
 
 def transcribe_request(
@@ -44,8 +50,8 @@ def transcribe_request(
     query: Mapping[str, str] | None,
     settings: Settings,
 ) -> TranscribeRequest:
-    """The audio and decoding options of a request; ``query``: its query parameters."""
-    query_fields = {name: value for name, value in (query or {}).items() if name in REQUEST_FIELDS}
+    """The audio and options of a request; ``query``: its query parameters."""
+    query_fields = {name: value for name, value in (query or {}).items() if name in OPTION_FIELDS}
     if not body:
         raise InvalidRequest(
             "the request has no body: send audio or a JSON object", code="empty_body"
@@ -63,7 +69,9 @@ def transcribe_request(
         return _request_from_json(raw, settings)
     if len(raw) > settings.max_request_bytes:
         raise _too_large(len(raw), settings)
-    return TranscribeRequest(raw, parse_options(query_fields))
+    return TranscribeRequest(
+        raw, parse_options(query_fields), parse_channel_options(query_fields, settings.channels)
+    )
 
 
 def _request_from_json(raw: bytes, settings: Settings) -> TranscribeRequest:
@@ -79,7 +87,9 @@ def _request_from_json(raw: bytes, settings: Settings) -> TranscribeRequest:
             'the JSON body needs exactly one of "audio" (base64) or "s3" ({"bucket", "key"})',
             code="invalid_request",
         )
-    decoding = parse_options(document)  # before the audio: a bad option costs no S3 read
+    # The options before the audio: a bad one costs no S3 read.
+    decoding = parse_options(document)
+    split = parse_channel_options(document, settings.channels)
     if has_audio:
         encoded = document["audio"]
         if not isinstance(encoded, str):
@@ -87,8 +97,8 @@ def _request_from_json(raw: bytes, settings: Settings) -> TranscribeRequest:
         audio = _b64decode(encoded, '"audio"')
         if len(audio) > settings.max_request_bytes:
             raise _too_large(len(audio), settings)
-        return TranscribeRequest(audio, decoding)
-    return TranscribeRequest(_audio_from_s3_ref(document["s3"], settings), decoding)
+        return TranscribeRequest(audio, decoding, split)
+    return TranscribeRequest(_audio_from_s3_ref(document["s3"], settings), decoding, split)
 
 
 def _audio_from_s3_ref(ref: Any, settings: Settings) -> bytes:

@@ -52,6 +52,7 @@ class Job:
     language: str | None = None
     content_type: str | None = None
     decoding: str | None = None  # the request's decoding fields, as a JSON object
+    channels: str | None = None  # its channels/speakers fields (asr.channels), likewise
     attempts: int = 0
     input_etag: str | None = None
     result_bucket: str | None = None

@@ -4,7 +4,7 @@
 ``done`` or ``failed`` after writing the result object, so a job reads ``done`` only once its
 results exist; ``sqs_batch`` calls ``after_internal_failure`` when a delivery fails, which
 marks the job failed on the queue's last try (the message then waits in the dead-letter
-queue); ``decoding`` gives the decoding options the job was created with. Objects that are
+queue); ``decoding`` and ``channels`` give the options the job was created with. Objects that are
 no job's upload — any key outside ``<input prefix>jobs/``, or a job id without a record —
 are untouched: ``start`` returns None, and the others accept None.
 
@@ -17,10 +17,11 @@ from __future__ import annotations
 import json
 import os
 
+from asr.channels import ChannelOptions, parse_channel_options
 from asr.decoding import DecodingOptions, parse_options
 from asr.errors import AsrError
 from asr.formats import EXTENSIONS, parse_format, render
-from asr.transcribe import Transcript
+from asr.results import Transcript
 from aws_lambda_powertools import Logger
 
 from .job_store import Job, JobStore, job_id_for_key
@@ -55,6 +56,14 @@ def decoding(run: JobRun | None) -> DecodingOptions | None:
     if run is None or run.job.decoding is None:
         return None
     return parse_options(json.loads(run.job.decoding))
+
+
+def channels(run: JobRun | None, default: ChannelOptions) -> ChannelOptions:
+    """The job's channel handling; ``default`` (the key's, ``Settings.channels_for_key``)
+    for other objects and for jobs that did not choose."""
+    if run is None or run.job.channels is None:
+        return default
+    return parse_channel_options(json.loads(run.job.channels), default)
 
 
 def done(run: JobRun | None, output_bucket: str, output_key: str, transcript: Transcript) -> None:

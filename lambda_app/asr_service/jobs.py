@@ -10,7 +10,8 @@ until ``expires_in`` seconds have passed. A PUT URL could not cap the size.
 
 A job's body may also carry the decoding options of ``POST /transcribe`` (``decoder``,
 ``beam_width``, ``lm``, ``alpha``, ``beta``, ``hotwords``, ``hotword_boost``): checked
-against the model when the job is created, kept in its record, applied to its upload.
+against the model when the job is created, kept in its record, applied to its upload;
+and ``channels``/``speakers`` (``asr.channels``), kept likewise.
 
 The upload then takes the ordinary S3 path (S3 → SQS → this function), which transcribes it
 to ``<output prefix><key>.json`` and moves the job to running, done or failed
@@ -35,6 +36,7 @@ from functools import cache
 from typing import Any, Final
 
 import boto3
+from asr import channels
 from asr.decoding import REQUEST_FIELDS, DecodingOptions, parse_options
 from asr.errors import AsrError, InvalidRequest, PayloadTooLarge
 from asr.formats import OutputFormat, parse_format
@@ -66,7 +68,11 @@ DEFAULT_FILENAME: Final = "audio"
 # An upload that started just before its form expired may still be arriving; after this
 # grace an absent upload fails the job (a late one still revives it).
 UPLOAD_GRACE_SECONDS: Final = 900
-_FIELDS: Final = frozenset({"filename", "content_type", "format", "language"}) | REQUEST_FIELDS
+_FIELDS: Final = (
+    frozenset({"filename", "content_type", "format", "language"})
+    | REQUEST_FIELDS
+    | channels.REQUEST_FIELDS
+)
 _CONTENT_TYPE: Final = re.compile(r"[A-Za-z0-9][\w.+-]{0,63}/[A-Za-z0-9][\w.+-]{0,63}")
 _LANGUAGE: Final = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8}){0,3}")
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]+")
@@ -102,6 +108,7 @@ class JobRequest:
     language: str | None
     # The decoding fields as sent (JSON values), kept with the job for its transcription.
     decoding: dict[str, Any] = field(default_factory=dict)
+    channels: dict[str, Any] = field(default_factory=dict)  # channels/speakers, likewise
 
     @property
     def decoding_options(self) -> DecodingOptions:
@@ -124,13 +131,15 @@ class JobRequest:
         if language is not None and not _LANGUAGE.fullmatch(language):
             raise InvalidJobRequest('"language" must be a language tag such as ru or en-US')
         output_format = parse_format(_optional_str(document, "format", 16) or "json")
-        decoding = {
-            name: document[name]
-            for name in sorted(REQUEST_FIELDS)
-            if document.get(name) is not None
-        }
+        decoding = _present(document, REQUEST_FIELDS)
         parse_options(decoding)  # refuses what asr.decoding would, with its codes
-        return cls(safe_filename(filename), content_type, output_format, language, decoding)
+        split = _present(document, channels.REQUEST_FIELDS)
+        channels.parse_channel_options(split)
+        return cls(safe_filename(filename), content_type, output_format, language, decoding, split)
+
+
+def _present(document: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
+    return {name: document[name] for name in sorted(names) if document.get(name) is not None}
 
 
 def safe_filename(name: str | None) -> str:
@@ -206,7 +215,8 @@ def create(request: JobRequest, settings: Settings) -> dict[str, Any]:
             output_format=request.output_format,
             language=request.language,
             content_type=request.content_type,
-            decoding=json.dumps(request.decoding, ensure_ascii=False) if request.decoding else None,
+            decoding=_json_or_none(request.decoding),
+            channels=_json_or_none(request.channels),
         )
     )
     logger.info("job created", extra={"job_id": job_id, "upload_key": key})
@@ -215,6 +225,7 @@ def create(request: JobRequest, settings: Settings) -> dict[str, Any]:
         "status": AWAITING_UPLOAD,
         "format": request.output_format,
         **({"decoding": request.decoding} if request.decoding else {}),
+        **({"channels": request.channels} if request.channels else {}),
         "upload": {
             "method": "POST",
             "url": form["url"],
@@ -224,6 +235,10 @@ def create(request: JobRequest, settings: Settings) -> dict[str, Any]:
         },
         "expires_in": expires_in,
     }
+
+
+def _json_or_none(fields: dict[str, Any]) -> str | None:
+    return json.dumps(fields, ensure_ascii=False) if fields else None
 
 
 def describe(job_id: str, settings: Settings) -> dict[str, Any]:
@@ -261,6 +276,8 @@ def _view(job: Job, settings: Settings) -> dict[str, Any]:
         view["language"] = job.language
     if job.decoding is not None:
         view["decoding"] = json.loads(job.decoding)
+    if job.channels is not None:
+        view["channels"] = json.loads(job.channels)
     if job.status == AWAITING_UPLOAD:
         view["upload_expires_at"] = now_iso(job.upload_expires_at)
     results = job.result_bucket is not None and job.result_key is not None

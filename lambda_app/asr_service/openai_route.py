@@ -17,7 +17,8 @@ multipart/form-data fields, as OpenAI reads them:
   prompt is not read as hotwords); ``stream=true`` is refused.
 - The service's decoding options, not OpenAI's: ``decoder``, ``beam_width``, ``lm``,
   ``alpha``, ``beta``, ``hotwords`` (``"иванов, сбербанк:3"``), ``hotword_boost``, as text
-  fields read like ``POST /transcribe``'s (``asr.decoding``). Other fields are ignored.
+  fields read like ``POST /transcribe``'s (``asr.decoding``); ``channels`` ("split")
+  and ``speakers`` (``"agent, client"``, ``asr.channels``). Other fields are ignored.
 
 verbose_json segments carry Whisper's fields: ``tokens`` is empty, ``temperature`` 0,
 ``seek`` the segment start in centiseconds (Whisper's mel frames), ``avg_logprob`` the mean
@@ -39,10 +40,21 @@ import zlib
 from collections.abc import Callable
 from typing import Any, Final
 
+from asr import channels
+from asr.channels import ChannelOptions, parse_channel_options
 from asr.decoding import REQUEST_FIELDS, DecodingOptions, parse_options
 from asr.errors import AsrError, AudioTooLong, InvalidRequest, PayloadTooLarge
-from asr.formats import CONTENT_TYPES, speech_segments, subtitle_cues, to_srt, to_vtt
-from asr.transcribe import Transcriber, Transcript
+from asr.formats import (
+    CONTENT_TYPES,
+    plain_text,
+    speech_segments,
+    subtitle_cues,
+    to_srt,
+    to_vtt,
+)
+from asr.results import Segment, Transcript
+from asr.transcribe import Transcriber
+from asr.words import Word
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver
 
@@ -65,6 +77,9 @@ _DECODING_PARAMS: Final = {
     "hotword_not_in_vocabulary": "hotwords",
     "lm_not_available": "lm",
     "decoder_not_supported": "decoder",
+    "invalid_channels": "channels",
+    "audio_not_multichannel": "channels",
+    "audio_too_many_channels": "channels",
 }
 
 
@@ -137,9 +152,14 @@ def _transcriptions(
     language = _language(_text(form, "language"))
     _check_ignored_fields(form)
     decoding = _decoding(form)
+    split = _channels(form, settings.channels)
     try:
         transcript = transcriber().transcribe(
-            audio.data, limits=api_limits(settings), deadline=deadline, decoding=decoding
+            audio.data,
+            limits=api_limits(settings),
+            deadline=deadline,
+            decoding=decoding,
+            channels=split,
         )
     except AudioTooLong as exc:
         raise AudioTooLong(
@@ -159,7 +179,7 @@ def _response(
     headers = {"x-request-id": request_id}
     text_type = CONTENT_TYPES["text"]
     if response_format == "text":
-        return Response(200, text_type, transcript.text + "\n", headers)
+        return Response(200, text_type, plain_text(transcript), headers)
     if response_format == "srt":
         return Response(200, text_type, to_srt(subtitle_cues(transcript)), headers)
     if response_format == "vtt":
@@ -192,12 +212,18 @@ def verbose_json(transcript: Transcript, granularities: set[str], language: str)
                 "avg_logprob": _avg_logprob([w.confidence for w in segment.words]),
                 "compression_ratio": _compression_ratio(segment.text),
                 "no_speech_prob": 0.0,
+                **_channel_fields(segment),
             }
             for index, segment in enumerate(segments)
         ]
     if "word" in granularities:
         document["words"] = [
-            {"word": word.text, "start": round(word.start, 3), "end": round(word.end, 3)}
+            {
+                "word": word.text,
+                "start": round(word.start, 3),
+                "end": round(word.end, 3),
+                **_channel_fields(word),
+            }
             for segment in segments
             for word in segment.words
         ]
@@ -268,6 +294,18 @@ def _decoding(form: dict[str, list[FormPart]]) -> DecodingOptions:
         if value is not None:
             fields[name] = value
     return parse_options(fields)
+
+
+def _channels(form: dict[str, list[FormPart]], default: ChannelOptions) -> ChannelOptions:
+    fields = {name: _text(form, name) for name in channels.REQUEST_FIELDS}
+    return parse_channel_options(fields, default)
+
+
+def _channel_fields(labelled: Segment | Word) -> dict[str, Any]:
+    """A call's turn or word: its channel and speaker (not Whisper's; absent otherwise)."""
+    if labelled.channel is None:
+        return {}
+    return {"channel": labelled.channel, "speaker": labelled.speaker}
 
 
 def _granularities(form: dict[str, list[FormPart]]) -> set[str]:

@@ -22,7 +22,8 @@ from urllib.parse import unquote_plus
 from asr.deadline import Deadline
 from asr.errors import AsrError, InvalidRequest
 from asr.formats import render
-from asr.transcribe import Transcriber, Transcript
+from asr.results import Transcript
+from asr.transcribe import Transcriber
 
 from . import job_tracking
 from .budget import s3_limits
@@ -112,7 +113,8 @@ def process_record(
     deadline: Deadline | None = None,
 ) -> RecordOutcome:
     """Transcribe the object ``record`` names and write its result object: a job's upload
-    with the job's decoding options, any other object with the deployment's default.
+    with the job's decoding and channel options, any other object with the deployment's
+    defaults (channels: ``Settings.channels_for_key``).
 
     ``record_internal_errors``: before re-raising an internal fault, write an
     ``internal_error`` record that the retry overwrites (the direct S3 trigger, whose
@@ -142,6 +144,7 @@ def process_record(
             limits=s3_limits(settings),
             deadline=deadline,
             decoding=job_tracking.decoding(job),
+            channels=job_tracking.channels(job, settings.channels_for_key(ref.key)),
         )
     except Exception as exc:
         if is_user_error(exc):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from asr.channels import MIX, ChannelOptions, deployment_channels
 from asr.decoding import parse_hotwords
 from asr.formats import parse_format
 from asr.hotwords import Hotword
@@ -38,6 +39,12 @@ class Settings:
     # The deployment's hotwords, applied to every transcription that does not ask for
     # greedy decoding: HOTWORDS="иванов, сбербанк:3" (asr.decoding.parse_hotwords).
     hotwords: tuple[Hotword, ...] = ()
+    # Channel identification by default (CHANNELS=split, SPEAKERS="agent, client"): every
+    # stereo file's sides transcribed apart (asr.channels); mono files as they are.
+    channels: ChannelOptions = MIX
+    # S3 keys under <input prefix><one of these> are split even when CHANNELS is mix:
+    # SPLIT_CHANNEL_PREFIXES="calls/,support/".
+    split_channel_prefixes: tuple[str, ...] = ()
     # s3://bucket/prefix/ of a bundle too big for the zip: fetched into model_cache_dir at
     # init and used instead of model_dir.
     model_s3_uri: str | None = None
@@ -84,6 +91,10 @@ class Settings:
                 parse_format(f) for f in env.get("S3_OUTPUT_FORMATS", "").split(",") if f.strip()
             ),
             hotwords=parse_hotwords(env.get("HOTWORDS", "")),  # a bad one fails the init too
+            channels=deployment_channels(env.get("CHANNELS", ""), env.get("SPEAKERS", "")),
+            split_channel_prefixes=tuple(
+                _as_prefix(p) for p in env.get("SPLIT_CHANNEL_PREFIXES", "").split(",") if p.strip()
+            ),
             model_s3_uri=env.get("MODEL_S3_URI", "").strip() or None,
             model_cache_dir=Path(env.get("MODEL_CACHE_DIR") or DEFAULT_MODEL_CACHE_DIR),
             max_audio_channels=int(env.get("MAX_AUDIO_CHANNELS", 6)),
@@ -100,6 +111,13 @@ class Settings:
             job_inline_result_bytes=int(env.get("JOB_INLINE_RESULT_BYTES", 256_000)),
             max_receive_count=int(env.get("MAX_RECEIVE_COUNT") or 0) or None,
         )
+
+    def channels_for_key(self, key: str) -> ChannelOptions:
+        """An S3 object's channel handling: split under a split prefix, else the default."""
+        relative = key[len(self.input_prefix) :] if key.startswith(self.input_prefix) else None
+        if relative is not None and relative.startswith(self.split_channel_prefixes):
+            return replace(self.channels, mode="split")
+        return self.channels
 
 
 def _as_prefix(value: str) -> str:
