@@ -7,6 +7,7 @@ python -m export nemo --download golos_quartznet15x5 --sha256 <hex> --out bundle
 python -m export gigaam --download v3_ctc --out bundles/gigaam-v3    # or a local .ckpt
 python -m export gigaam --download v3_rnnt --out bundles/gigaam-v3-rnnt
 python -m export gigaam finetuned.ckpt --base v3_ctc.ckpt --out bundles/mine
+python -m export gigaam --download emo --out bundles/gigaam-emo      # GigaAM-Emo: an emotion bundle
 python -m export onnx v3_ctc.onnx --gigaam-cfg v3_ctc.yaml --out bundles/gigaam-v3-onnx
 python -m export onnx model.onnx --tokens tokens.txt --frontend nemo-fastconformer --out b/
 python -m export download stt_ru_quartznet15x5 --dest checkpoints/ --accept-unverified
@@ -30,9 +31,13 @@ from tqdm import tqdm
 from .checkpoint import load_checkpoint, load_quartznet
 from .clips import file_clips, manifest_clips, synthetic_clips
 from .download import REGISTRY, DownloadError, download
+from .emotion_cli import add_arguments as add_emotion_arguments
+from .emotion_cli import run as run_emotion
 from .eval_cli import add_arguments as add_eval_arguments
 from .eval_cli import run as run_eval
-from .gigaam import load_gigaam
+from .gigaam import asr_source, read_gigaam
+from .gigaam_emo import EmotionSource, emotion_source
+from .gigaam_heads import is_emotion_cfg
 from .gigaam_releases import download_gigaam
 from .lm_attach import attach_lm
 from .lm_tune import add_arguments as add_tune_arguments
@@ -45,7 +50,7 @@ from .pipeline import ExportOptions, ExportRejected, export_bundle, export_onnx_
 from .quantize import SCHEMES
 from .quartznet import CheckpointError
 from .source_model import ModelDescription, SourceModel
-from .verify import Thresholds
+from .verify import Clip, Thresholds
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -96,6 +101,9 @@ def _export(args: argparse.Namespace) -> int:
         raise ValueError("give either a checkpoint path or --download NAME")
     if args.command == "gigaam":
         source, model_id = _gigaam_source(args)
+        if isinstance(source, EmotionSource):
+            clips = _clips(args, source.frontend.sample_rate)
+            return run_emotion(args, source, args.model_id or model_id, clips)
     else:
         source, model_id = _nemo_source(args)
     return _bundle(args, source, args.model_id or model_id)
@@ -117,7 +125,7 @@ def _nemo_source(args: argparse.Namespace) -> tuple[SourceModel, str]:
     return load_quartznet(checkpoint, nemo_stft), checkpoint_path.stem
 
 
-def _gigaam_source(args: argparse.Namespace) -> tuple[SourceModel, str]:
+def _gigaam_source(args: argparse.Namespace) -> tuple[SourceModel | EmotionSource, str]:
     tokenizer = args.tokenizer
     if args.download:
         with tqdm(desc=f"downloading GigaAM {args.download}", unit="B", unit_scale=True) as bar:
@@ -132,7 +140,12 @@ def _gigaam_source(args: argparse.Namespace) -> tuple[SourceModel, str]:
         tokenizer = tokenizer or fetched
     else:
         path = args.checkpoint
-    return load_gigaam(path, tokenizer=tokenizer, base=args.base), path.stem
+    checkpoint = read_gigaam(path, base=args.base)
+    if is_emotion_cfg(checkpoint.cfg):
+        if tokenizer is not None:
+            raise ValueError("a GigaAM-Emo checkpoint takes no tokenizer")
+        return emotion_source(checkpoint), path.stem
+    return asr_source(checkpoint, tokenizer=tokenizer), path.stem
 
 
 def _describe_graph(args: argparse.Namespace) -> ModelDescription:
@@ -150,10 +163,10 @@ def _bundle(
     *,
     graph: Path | None = None,
 ) -> int:
-    sample_rate = source.frontend.sample_rate
-    clips = [] if args.no_synthetic else synthetic_clips(sample_rate)
-    clips += file_clips(args.verify_audio, sample_rate)
-    clips += manifest_clips(args.verify_manifest, sample_rate)
+    if args.precision == "auto":
+        raise ValueError("--precision auto is for emotion classifiers; ASR bundles: int8 or fp32")
+    args.precision = args.precision or "int8"
+    clips = _clips(args, source.frontend.sample_rate)
     options = ExportOptions(
         model_id=model_id,
         thresholds=Thresholds(
@@ -182,6 +195,13 @@ def _bundle(
     for key, value in metrics.items():
         print(f"  {key}: {value}")
     return 0
+
+
+def _clips(args: argparse.Namespace, sample_rate: int) -> list[Clip]:
+    clips = [] if args.no_synthetic else synthetic_clips(sample_rate)
+    clips += file_clips(args.verify_audio, sample_rate)
+    clips += manifest_clips(args.verify_manifest, sample_rate)
+    return clips
 
 
 def _download(name: str, dest: Path, sha256: str | None, accept_unverified: bool) -> Path:
@@ -228,14 +248,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     _download_options(nemo)
 
-    gigaam = commands.add_parser("gigaam", help="export a GigaAM v1/v2/v3 CTC or RNNT checkpoint")
+    gigaam = commands.add_parser(
+        "gigaam", help="export a GigaAM v1/v2/v3 CTC or RNNT checkpoint, or GigaAM-Emo"
+    )
     gigaam.add_argument("checkpoint", nargs="?", type=Path, help="<name>.ckpt or a fine-tune")
     gigaam.add_argument(
-        "--download", metavar="NAME", help="v2_ctc, v3_ctc, v3_e2e_ctc, v3_rnnt, v3_e2e_rnnt, …"
+        "--download",
+        metavar="NAME",
+        help="v2_ctc, v3_ctc, v3_e2e_ctc, v3_rnnt, v3_e2e_rnnt, emo, …",
     )
     gigaam.add_argument("--tokenizer", type=Path, help="SentencePiece model (e2e models)")
     gigaam.add_argument("--base", type=Path, help="the published .ckpt a fine-tune started from")
     gigaam.add_argument("--sha256", help="expected sha256 of the e2e tokenizer download")
+    add_emotion_arguments(gigaam)
 
     graph = commands.add_parser(
         "onnx", help="bundle already-exported upstream graphs (CTC, or GigaAM RNNT encoder)"
@@ -288,7 +313,12 @@ def _bundle_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--download-dir", type=Path, default=Path("checkpoints"))
     parser.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     parser.add_argument("--model-id", help="identifier reported with every transcript")
-    parser.add_argument("--precision", choices=["int8", "fp32"], default="int8")
+    parser.add_argument(
+        "--precision",
+        choices=["int8", "fp32", "auto"],
+        help="default int8; emotion bundles: auto (int8 only where it is faster and keeps "
+        "every label)",
+    )
     parser.add_argument(
         "--int8-scheme", choices=sorted(SCHEMES), help="default: the model family's"
     )

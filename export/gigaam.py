@@ -25,6 +25,7 @@ no cfg: the base checkpoint supplies it, as upstream ``load_model`` does.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -40,6 +41,7 @@ from .gigaam_heads import (
     decoding_section,
     head_classes,
     integer,
+    is_emotion_cfg,
     model_class,
     require_target,
     section,
@@ -93,15 +95,27 @@ _PREPROCESSOR_KEYS = {
 }
 
 
-def load_gigaam(
-    path: Path, *, tokenizer: Path | None = None, base: Path | None = None
-) -> SourceModel:
-    """A GigaAM CTC or RNNT checkpoint as this project's model, front end and vocabulary.
+@dataclass(frozen=True)
+class GigaamCheckpoint:
+    """A GigaAM checkpoint as read: its cfg (plain dicts), tensors and provenance."""
 
-    ``path`` is a published ``<name>.ckpt`` or a fine-tuned Lightning ``.ckpt``; the latter
-    needs ``base``, the published checkpoint it was fine-tuned from (for the cfg).
-    ``tokenizer`` is the SentencePiece model of e2e models and must be absent otherwise.
-    """
+    path: Path
+    cfg: dict[str, Any]
+    state_dict: dict[str, Tensor]
+    source: dict[str, Any]
+
+    def model_weights(self) -> dict[str, Tensor]:
+        """The encoder's and head's tensors (the preprocessor's two buffers left out)."""
+        weights = {k: v for k, v in self.state_dict.items() if not k.startswith("preprocessor.")}
+        extra = sorted(set(self.state_dict) - set(weights) - {WINDOW_KEY, FILTERBANK_KEY})
+        if extra:
+            raise CheckpointError(f"{self.path.name}: unexpected preprocessor tensors {extra[:3]}")
+        return weights
+
+
+def read_gigaam(path: Path, *, base: Path | None = None) -> GigaamCheckpoint:
+    """Read a published ``<name>.ckpt`` or a fine-tuned Lightning ``.ckpt``; the latter
+    needs ``base``, the published checkpoint it was fine-tuned from (for the cfg)."""
     loaded = _read_pickle(path)
     sha256, md5 = file_digests(path)
     source: dict[str, Any] = {"checkpoint": path.name, "checkpoint_sha256": sha256}
@@ -117,25 +131,42 @@ def load_gigaam(
             "Lightning checkpoint (state_dict + hyper_parameters)"
         )
     source["published_release"] = release_by_md5(md5)
+    return GigaamCheckpoint(path, cfg, state_dict, source)
 
+
+def load_gigaam(
+    path: Path, *, tokenizer: Path | None = None, base: Path | None = None
+) -> SourceModel:
+    """A GigaAM CTC or RNNT checkpoint as this project's model, front end and vocabulary.
+
+    ``path`` is a published ``<name>.ckpt`` or a fine-tuned Lightning ``.ckpt``; the latter
+    needs ``base``, the published checkpoint it was fine-tuned from (for the cfg).
+    ``tokenizer`` is the SentencePiece model of e2e models and must be absent otherwise.
+    """
+    return asr_source(read_gigaam(path, base=base), tokenizer=tokenizer)
+
+
+def asr_source(checkpoint: GigaamCheckpoint, *, tokenizer: Path | None = None) -> SourceModel:
+    """The ASR model of a read checkpoint (GigaAM-Emo: see export.gigaam_emo)."""
+    cfg, source = checkpoint.cfg, dict(checkpoint.source)
+    if is_emotion_cfg(cfg):
+        raise CheckpointError(
+            f"{checkpoint.path.name} is a GigaAM-Emo emotion classifier, not a speech "
+            "recognition model: `python -m export gigaam` writes it as an emotion bundle"
+        )
     spec = conformer_spec(cfg)
-    frontend = frontend_config(cfg, state_dict)
+    frontend = frontend_config(cfg, checkpoint.state_dict)
     description = gigaam_description(cfg, spec, frontend, tokenizer, source)
-
-    unknown = sorted(k for k in state_dict if k.startswith("preprocessor."))
-    unknown = [k for k in unknown if k not in (WINDOW_KEY, FILTERBANK_KEY)]
-    if unknown:
-        raise CheckpointError(f"{path.name}: unexpected preprocessor tensors {unknown[:3]}")
-    weights = {k: v for k, v in state_dict.items() if not k.startswith("preprocessor.")}
+    weights = checkpoint.model_weights()
     model: ConformerCTC | TransducerModel
     if model_class(cfg) == "rnnt":
         transducer = transducer_spec(cfg, spec)
         model = TransducerModel(transducer)
-        load_weights(model, rename_head_keys(weights, GIGAAM_KEYS), path.name)
+        load_weights(model, rename_head_keys(weights, GIGAAM_KEYS), checkpoint.path.name)
         source["architecture"] = describe(spec, transducer)
     else:
         model = ConformerCTC(spec)
-        load_weights(model, rename_head_keys(weights, {"head.": "decoder."}), path.name)
+        load_weights(model, rename_head_keys(weights, {"head.": "decoder."}), checkpoint.path.name)
         source["architecture"] = describe(spec)
     model.eval()
     source["parameters"] = sum(p.numel() for p in model.parameters())
@@ -176,9 +207,9 @@ def gigaam_description(
     )
 
 
-def conformer_spec(cfg: Mapping[str, Any]) -> ConformerSpec:
+def conformer_spec(cfg: Mapping[str, Any], num_classes: int | None = None) -> ConformerSpec:
     """The ``ConformerSpec`` of a GigaAM cfg (its num_classes: the head's, vocabulary +
-    blank); any option we cannot reproduce is refused."""
+    blank, unless given); any option we cannot reproduce is refused."""
     encoder = section(cfg, "encoder")
     require_target(encoder, "encoder", _ENCODER_TARGET)
     unknown = sorted(set(encoder) - set(_ENCODER_DEFAULTS) - _ENCODER_IGNORED)
@@ -200,7 +231,7 @@ def conformer_spec(cfg: Mapping[str, Any]) -> ConformerSpec:
         n_layers=integer(options, "n_layers"),
         d_model=d_model,
         n_heads=integer(options, "n_heads"),
-        num_classes=head_classes(cfg, d_model),
+        num_classes=head_classes(cfg, d_model) if num_classes is None else num_classes,
         ff_expansion_factor=integer(options, "ff_expansion_factor"),
         conv_kernel_size=integer(options, "conv_kernel_size"),
         conv_norm=norm,
@@ -271,9 +302,11 @@ def _check_stored_buffers(
     return GigaamMelConfig(**{**vars(config), "bf16_buffers": True in rounding})
 
 
-def describe(spec: ConformerSpec, transducer: TransducerSpec | None = None) -> str:
+def describe(
+    spec: ConformerSpec, transducer: TransducerSpec | None = None, *, head: str | None = None
+) -> str:
     attention = "rotary" if spec.attention == "rotary" else "relative-position"
-    head = "CTC" if transducer is None else "RNNT"
+    head = head or ("CTC" if transducer is None else "RNNT")
     text = (
         f"GigaAM Conformer-{head}: {spec.n_layers} layers, d_model {spec.d_model}, "
         f"{spec.n_heads} heads, {attention} attention, {spec.subsampling} subsampling "

@@ -9,6 +9,13 @@ cfg (upstream gigaam/decoder.py)::
            joint: {enc_hidden, pred_hidden, joint_hidden, num_classes}}
     decoding: {_target_: gigaam.decoding.RNNTGreedyDecoding, vocabulary | model_path,
                max_symbols_per_step (default 10)}
+
+GigaAM-Emo (upstream ``GigaAMEmo``) has no decoding section: ``id2name`` names the classes
+and ``head`` (hydra-instantiated) maps the time-averaged encoder output to their logits. Its
+published cfg is not in upstream's repository; ``GigaAMEmo`` calls ``head(pooled)`` on a
+[B, d_model] tensor and gigaam/decoder.py defines no classification head, so a
+``torch.nn.Linear`` (``in_features``, ``out_features``, ``bias``) is what is read here, and
+any other head is refused by name.
 """
 
 from __future__ import annotations
@@ -34,6 +41,56 @@ MAX_SYMBOLS_PER_STEP = 10
 _DECODING_KEYS = {"_target_", "vocabulary", "model_path"}
 _RNNT_DECODER_KEYS = {"pred_hidden", "pred_rnn_layers", "num_classes"}
 _RNNT_JOINT_KEYS = {"enc_hidden", "pred_hidden", "joint_hidden", "num_classes"}
+EMOTION_HEAD_TARGETS = ("torch.nn.Linear", "torch.nn.modules.linear.Linear")
+_EMOTION_HEAD_KEYS = {"_target_", "in_features", "out_features", "bias", "device", "dtype"}
+
+
+def is_emotion_cfg(cfg: Mapping[str, Any]) -> bool:
+    """GigaAM-Emo's cfg: it names its classes (``id2name``) where ASR cfgs have a decoding."""
+    return "id2name" in cfg or cfg.get("model_class") == "emo"
+
+
+def emotion_labels(cfg: Mapping[str, Any]) -> tuple[str, ...]:
+    """``cfg.id2name`` in class order: a list, or a mapping from 0..N-1 (ints or digits)."""
+    names = cfg.get("id2name")
+    if isinstance(names, Mapping):
+        try:
+            by_index = {int(key): value for key, value in names.items()}
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"cfg.id2name keys must be class indices: {exc}") from exc
+        if sorted(by_index) != list(range(len(by_index))):
+            raise CheckpointError(f"cfg.id2name indices {sorted(by_index)} are not 0..N-1")
+        names = [by_index[index] for index in range(len(by_index))]
+    if not isinstance(names, list | tuple) or len(names) < 2:
+        raise CheckpointError("cfg.id2name must list at least two class names")
+    if not all(isinstance(name, str) and name.strip() for name in names):
+        raise CheckpointError("cfg.id2name must hold non-empty strings")
+    if len(set(names)) != len(names):
+        raise CheckpointError(f"cfg.id2name repeats a name: {list(names)}")
+    return tuple(str(name) for name in names)
+
+
+def emotion_head(cfg: Mapping[str, Any], d_model: int, classes: int) -> bool:
+    """Check ``cfg.head`` (a Linear from d_model to the classes); whether it has a bias."""
+    head = section(cfg, "head")
+    target = head.get("_target_")
+    if target not in EMOTION_HEAD_TARGETS:
+        raise CheckpointError(
+            f"cfg.head is {target!r}; a GigaAM-Emo head is read as torch.nn.Linear only"
+        )
+    unknown = sorted(set(head) - _EMOTION_HEAD_KEYS)
+    if unknown:
+        raise CheckpointError(f"head options {unknown} are not a Linear's")
+    if integer(head, "in_features") != d_model:
+        raise CheckpointError(f"head.in_features {head['in_features']} != d_model {d_model}")
+    if integer(head, "out_features") != classes:
+        raise CheckpointError(
+            f"head.out_features {head['out_features']} != {classes} names in cfg.id2name"
+        )
+    bias = head.get("bias", True)
+    if not isinstance(bias, bool):
+        raise CheckpointError(f"head.bias {bias!r} is not a boolean")
+    return bias
 
 
 def model_class(cfg: Mapping[str, Any]) -> ModelClass:

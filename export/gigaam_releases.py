@@ -99,6 +99,12 @@ GIGAAM_RELEASES: dict[str, GigaamRelease] = {
             "GigaAM v3 end-to-end RNNT (MIT): punctuation, case, digits (SentencePiece)",
             sentencepiece=True,
         ),
+        GigaamRelease(
+            "emo",
+            "7ce76f9535cb254488985057c0d33006",
+            "GigaAM-Emo: speech emotion (Dusha classes angry, sad, neutral, positive); "
+            "exported as an emotion bundle",
+        ),
     )
 }
 

@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 import onnx
 import onnxruntime as ort
@@ -30,16 +31,21 @@ from .onnx_graphs import upstream_graphs
 from .quantize import CONFORMER_SCHEME, DEFAULT_SCHEME, QuantizationScheme, quantize
 from .source_model import ModelDescription, SourceModel
 from .transducer import TransducerModel
-from .verify import Clip, Thresholds, VerificationReport, verify
+from .verify import Clip, Thresholds, verify
 from .verify_systems import System, onnx_system, torch_system
 
 Step = Callable[[str], None]
 
 
+class GateReport(Protocol):
+    @property
+    def failures(self) -> list[str]: ...
+
+
 class ExportRejected(RuntimeError):
     """The exported model missed a verification threshold; no bundle was written."""
 
-    def __init__(self, report: VerificationReport, report_path: Path) -> None:
+    def __init__(self, report: GateReport, report_path: Path) -> None:
         reasons = "; ".join(report.failures)
         super().__init__(f"verification failed: {reasons} (report: {report_path})")
         self.report = report
@@ -165,12 +171,19 @@ def _bundle_config(
             **source.source,
             **extra,
             "quantization": scheme.to_dict() if options.precision == "int8" else None,
-            "torch": torch.__version__,
-            "onnx": onnx.__version__,
-            "onnxruntime": ort.__version__,
-            "python": platform.python_version(),
+            **exporter_versions(),
         },
     )
+
+
+def exporter_versions() -> dict[str, str]:
+    """The versions that wrote a bundle, for its provenance."""
+    return {
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": ort.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _build(

@@ -16,6 +16,7 @@ from asr.errors import AsrError, AudioTooLong
 from asr.formats import render, transcript_document
 from asr.transcribe import Transcriber
 from asr_service import (
+    emotion_route,
     job_store,
     jobs,
     model_cache,
@@ -120,6 +121,7 @@ def _register_routes(app: ApiGatewayResolver) -> None:
     # Settings are read per request (tests replace handler.settings after import).
     openai_route.register(app, lambda: settings, _transcriber)
     jobs.register(app, lambda: settings, _transcriber)
+    emotion_route.register(app, lambda: settings, _transcriber)
 
     @app.get("/health")
     def health() -> dict[str, Any]:

@@ -43,4 +43,5 @@ if [ "$mode" = dev ]; then
   bash scripts/build_ffmpeg.sh all --layer   # audio-only static ffmpeg: x86_64 (-> layer) + arm64
   bash scripts/build_demo_conformer.sh   # the tests' trained Conformer (not committed)
   bash scripts/build_demo_transducer.sh  # and its RNNT twin, encoder started from it
+  bash scripts/build_demo_emotion.sh     # the demo emotion classifier (GigaAM-Emo layout)
 fi

@@ -115,6 +115,26 @@ def v2_cfg(**encoder: Any) -> dict[str, Any]:
     }
 
 
+# GigaAM-Emo's classes (Dusha), in the order upstream's README prints its probabilities.
+EMOTION_LABELS = ["angry", "sad", "neutral", "positive"]
+
+
+def emo_cfg(*, labels: list[str] | None = None, **encoder: Any) -> dict[str, Any]:
+    """GigaAM-Emo's cfg as ``GigaAMEmo`` reads it: a v1-era encoder (conv2d subsampling,
+    relative-position attention, batch norm; two-key preprocessor, 400/400/160 centred),
+    ``head`` a Linear from d_model to the classes, ``id2name``; no decoding section."""
+    cfg = v2_cfg(**{"self_attention_model": "rel_pos", "conv_kernel_size": 7, **encoder})
+    names = list(EMOTION_LABELS if labels is None else labels)
+    del cfg["decoding"]
+    cfg["head"] = {
+        "_target_": "torch.nn.Linear",
+        "in_features": int(cfg["encoder"]["d_model"]),
+        "out_features": len(names),
+    }
+    cfg["id2name"] = names
+    return cfg
+
+
 def mel_buffers(
     *, sample_rate: int, n_fft: int, win_length: int, n_mels: int, bf16: bool
 ) -> dict[str, Tensor]:
@@ -184,7 +204,12 @@ def upstream_state_dict(
     if head["_target_"] == "gigaam.decoder.RNNTHead":
         sd.update(_rnnt_head(head, rnd, blank_bias))
         return sd
-    d, classes = int(enc["d_model"]), int(head["num_classes"])
+    d = int(enc["d_model"])
+    if head["_target_"] == "torch.nn.Linear":  # GigaAM-Emo: nn.Linear's weight [out, in]
+        sd["head.weight"] = rnd.weight(int(head["out_features"]), d, fan_in=d)
+        sd["head.bias"] = rnd.bias(int(head["out_features"]))
+        return sd
+    classes = int(head["num_classes"])
     sd["head.decoder_layers.0.weight"] = rnd.weight(classes, d, 1, fan_in=d)
     sd["head.decoder_layers.0.bias"] = rnd.bias(classes)
     return sd

@@ -154,7 +154,7 @@ def test_http_api_json_base64(handler: Any, clip: Path, tiny_bundle: Path) -> No
     assert body["text"] == expected_text(tiny_bundle, clip)
     assert body["model_id"] == "tiny-random"
     assert body["duration"] == pytest.approx(sf.info(str(clip)).duration, abs=1e-3)
-    assert set(body["timings"]) == {"decode", "features", "model", "decoder", "total"}
+    assert set(body["timings"]) == {"decode", "features", "model", "decoder", "emotion", "total"}
     assert body["request_id"] == "req-test-1"
     for word in body["words"]:
         assert 0 <= word["start"] < word["end"] <= body["duration"] + 0.02

@@ -29,7 +29,12 @@ VARIANTS = [
     {"ApiAuth": "IAM", "ModelS3Uri": ""},
     {"ApiAuth": "JWT", "ModelS3Uri": "", "JwtIssuer": "https://issuer.example"},
     {"ApiAuth": "API_KEY", "ModelS3Uri": "s3://models-bucket/gigaam/v3/"},
-    {"ApiAuth": "IAM", "ModelS3Uri": "s3://models-bucket/gigaam/v3/", "SnapStart": "Enabled"},
+    {
+        "ApiAuth": "IAM",
+        "ModelS3Uri": "s3://models-bucket/gigaam/v3/",
+        "SnapStart": "Enabled",
+        "EmotionModelS3Uri": "s3://models-bucket/gigaam/emo/",
+    },
 ]
 
 
@@ -118,7 +123,8 @@ def _statements(deployment: Deployment) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def _variant_id(overrides: dict[str, str]) -> str:
-    return f"{overrides['ApiAuth']}-{'s3' if overrides['ModelS3Uri'] else 'layer'}-model"
+    emotion = "-emotion" if overrides.get("EmotionModelS3Uri") else ""
+    return f"{overrides['ApiAuth']}-{'s3' if overrides['ModelS3Uri'] else 'layer'}-model{emotion}"
 
 
 @pytest.fixture(scope="module", params=VARIANTS, ids=_variant_id)
@@ -153,12 +159,13 @@ def test_object_access_is_scoped_to_the_configured_buckets_and_prefixes(
         # Results are read back for GET /jobs/{id} (inline transcript, presigned result URLs).
         {"Fn::Sub": "${OutputBucket.Arn}/${OutputPrefix}*"},
     ]
-    if deployment.parameters["ModelS3Uri"]:
-        # CloudFormation's Select [1, Split ["s3://", uri]]: "bucket/prefix/" of the URI.
-        bundle_path = {"Fn::Select": [1, {"Fn::Split": ["s3://", {"Ref": "ModelS3Uri"}]}]}
-        s3_reads.append(
-            {"Fn::Sub": ["arn:${AWS::Partition}:s3:::${BundlePath}*", {"BundlePath": bundle_path}]}
-        )
+    for uri in ("ModelS3Uri", "EmotionModelS3Uri"):
+        if deployment.parameters.get(uri):
+            # CloudFormation's Select [1, Split ["s3://", uri]]: "bucket/prefix/" of the URI.
+            path = {"Fn::Select": [1, {"Fn::Split": ["s3://", {"Ref": uri}]}]}
+            s3_reads.append(
+                {"Fn::Sub": ["arn:${AWS::Partition}:s3:::${BundlePath}*", {"BundlePath": path}]}
+            )
     assert granted.pop("s3:GetObject") == s3_reads
     # Presigned job upload forms are authorised by this grant: job uploads only.
     assert granted.pop("s3:PutObject") == [

@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="file, folder, @list or -")
     parser.add_argument("--bundle", default=os.environ.get("MODEL_DIR"), help="model bundle dir")
     parser.add_argument(
+        "--emotion",
+        metavar="DIR",
+        help="an emotion bundle: every segment gets an emotion (in the JSON outputs)",
+    )
+    parser.add_argument(
         "--jobs", "-j", type=int, default=1, help="files transcribed at once (0: one per CPU)"
     )
     parser.add_argument(
@@ -214,7 +219,9 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None) -> i
         return EXIT_USAGE
     try:
         transcriber = Transcriber.from_dir(
-            args.bundle, threads=args.threads or (1 if args.jobs != 1 else None)
+            args.bundle,
+            threads=args.threads or (1 if args.jobs != 1 else None),
+            emotion=args.emotion,
         )
         transcriber.decoding(plan.decoding)  # options this bundle cannot apply: refused once
     except AsrError as exc:

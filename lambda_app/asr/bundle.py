@@ -12,7 +12,8 @@
     SHA256SUMS         sha256 of every other file, ``sha256sum`` format
 
 Loading refuses a bundle with a missing, unlisted, mismatched or corrupt file, so a
-partial copy or a bad download never serves requests.
+partial copy or a bad download never serves requests. Another kind of bundle (config.json
+with a top-level ``kind``: an emotion classifier, asr.emotion_bundle) is refused by name.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .config import BundleConfig
 from .errors import BundleError
@@ -64,8 +65,12 @@ def bundle_files(config: BundleConfig) -> list[str]:
 
 
 def write_checksums(root: Path, config: BundleConfig) -> None:
-    lines = [f"{sha256_of(root / name)}  {name}\n" for name in sorted(bundle_files(config))]
-    (root / config.checksums_file).write_text("".join(lines), encoding="utf-8")
+    write_checksum_file(root, bundle_files(config), config.checksums_file)
+
+
+def write_checksum_file(root: Path, files: Sequence[str], checksums_file: str) -> None:
+    lines = [f"{sha256_of(root / name)}  {name}\n" for name in sorted(files)]
+    (root / checksums_file).write_text("".join(lines), encoding="utf-8")
 
 
 def load_bundle(
@@ -83,19 +88,54 @@ def load_bundle(
     root = Path(root)
     if not root.is_dir():
         raise BundleError(f"model bundle directory {root} does not exist")
-    config = BundleConfig.from_dict(_read_json(root / CONFIG_FILE))
-    for name in [*bundle_files(config), config.checksums_file]:
+    data = read_json(root / CONFIG_FILE)
+    kind = data.get("kind") if isinstance(data, dict) else None
+    if kind is not None:
+        raise BundleError(
+            f"{root} holds a {kind!r} bundle, not a speech-recognition model bundle "
+            "(an emotion classifier loads with asr.emotion.EmotionClassifier)"
+        )
+    config = BundleConfig.from_dict(data)
+    verification = check_bundle_files(
+        root,
+        bundle_files(config),
+        config,
+        verify_checksums=verify_checksums,
+        known_digests=known_digests or {},
+    )
+    vocabulary = Vocabulary.read(root / config.tokens.file, config.tokens.blank_id)
+    return ModelBundle(root, config, vocabulary, verification)
+
+
+class BundleLayout(Protocol):
+    @property
+    def checksums_file(self) -> str: ...
+
+    @property
+    def verification_file(self) -> str: ...
+
+
+def check_bundle_files(
+    root: Path,
+    files: Sequence[str],
+    layout: BundleLayout,
+    *,
+    verify_checksums: bool = True,
+    known_digests: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Every file present, inside ``root``, matching SHA256SUMS; the verification report,
+    which must say it passed."""
+    for name in [*files, layout.checksums_file]:
         if Path(name).name != name or name in {".", ".."}:
             raise BundleError(f"model bundle {root}: config.json names a file outside it: {name!r}")
         if not (root / name).is_file():
             raise BundleError(f"model bundle {root} is missing {name}")
     if verify_checksums:
-        _verify_checksums(root, config, known_digests or {})
-    verification = _read_json(root / config.verification_file)
+        _verify_checksums(root, files, layout.checksums_file, known_digests or {})
+    verification = read_json(root / layout.verification_file)
     if not isinstance(verification, dict) or verification.get("passed") is not True:
         raise BundleError(f"model bundle {root} did not pass export verification; re-export it")
-    vocabulary = Vocabulary.read(root / config.tokens.file, config.tokens.blank_id)
-    return ModelBundle(root, config, vocabulary, verification)
+    return verification
 
 
 def parse_checksums(text: str, source: str = "SHA256SUMS") -> dict[str, str]:
@@ -113,12 +153,14 @@ def parse_checksums(text: str, source: str = "SHA256SUMS") -> dict[str, str]:
     return listed
 
 
-def _verify_checksums(root: Path, config: BundleConfig, known: Mapping[str, str]) -> None:
-    text = (root / config.checksums_file).read_text(encoding="utf-8")
-    listed = parse_checksums(text, config.checksums_file)
-    for name in bundle_files(config):
+def _verify_checksums(
+    root: Path, files: Sequence[str], checksums_file: str, known: Mapping[str, str]
+) -> None:
+    text = (root / checksums_file).read_text(encoding="utf-8")
+    listed = parse_checksums(text, checksums_file)
+    for name in files:
         if name not in listed:
-            raise BundleError(f"{config.checksums_file} does not list {name}")
+            raise BundleError(f"{checksums_file} does not list {name}")
         actual = known[name] if name in known else sha256_of(root / name)
         if actual.lower() != listed[name]:
             raise BundleError(
@@ -126,7 +168,7 @@ def _verify_checksums(root: Path, config: BundleConfig, known: Mapping[str, str]
             )
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
 from .errors import InvalidRequest
+from .results import Segment
 from .words import Word
 
 ChannelMode = Literal["mix", "split"]
@@ -102,40 +103,28 @@ def _invalid(message: str) -> InvalidRequest:
     return InvalidRequest(message, code="invalid_channels")
 
 
-@dataclass(frozen=True)
-class Turn:
-    channel: int
-    speaker: str
-    words: tuple[Word, ...]
-
-    @property
-    def start(self) -> float:
-        return self.words[0].start
-
-    @property
-    def end(self) -> float:
-        return self.words[-1].end
-
-    @property
-    def text(self) -> str:
-        return " ".join(word.text for word in self.words)
-
-
-def turns(channel: int, speaker: str, words: Sequence[Word]) -> list[Turn]:
-    """A channel's words (in time order) cut at pauses, each labelled with the channel."""
+def turns(channel: int, speaker: str, words: Sequence[Word]) -> list[Segment]:
+    """A channel's words (in time order) cut at pauses into segments, all labelled with
+    the channel and speaker."""
     labelled = [replace(word, channel=channel, speaker=speaker) for word in words]
-    result: list[Turn] = []
-    run: list[Word] = []
+    runs: list[list[Word]] = []
     for word in labelled:
-        if run and word.start - run[-1].end >= TURN_GAP_SECONDS:
-            result.append(Turn(channel, speaker, tuple(run)))
-            run = []
-        run.append(word)
-    if run:
-        result.append(Turn(channel, speaker, tuple(run)))
-    return result
+        if not runs or word.start - runs[-1][-1].end >= TURN_GAP_SECONDS:
+            runs.append([])
+        runs[-1].append(word)
+    return [
+        Segment(
+            run[0].start,
+            run[-1].end,
+            " ".join(word.text for word in run),
+            tuple(run),
+            channel=channel,
+            speaker=speaker,
+        )
+        for run in runs
+    ]
 
 
-def dialogue(per_channel: Sequence[Sequence[Turn]]) -> list[Turn]:
+def dialogue(per_channel: Sequence[Sequence[Segment]]) -> list[Segment]:
     """Every channel's turns in order of their start (ties: the lower channel first)."""
-    return sorted((t for ts in per_channel for t in ts), key=lambda t: (t.start, t.channel))
+    return sorted((t for ts in per_channel for t in ts), key=lambda t: (t.start, t.channel or 0))

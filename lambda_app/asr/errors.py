@@ -87,6 +87,13 @@ class AudioNotMultichannel(AsrError):
     http_status = 422
 
 
+class EmotionNotAvailable(AsrError):
+    """Emotion was asked of a deployment with no emotion bundle."""
+
+    code = "emotion_not_available"
+    http_status = 400
+
+
 class SampleRateUnsupported(AsrError):
     """A sample rate outside the accepted range, or one that resamples only at great cost."""
 

@@ -2,31 +2,36 @@
 
 ``to_dict()`` gives the JSON the service returns; a call transcribed channel by channel
 (``asr.channels``) adds ``channel``/``speaker`` to its segments and words and the
-per-channel texts; keys that do not apply are left out rather than null.
+per-channel texts, and an emotion bundle (``asr.emotion``) an ``emotion`` per segment;
+keys that do not apply are left out rather than null.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .words import Word
+
+if TYPE_CHECKING:
+    from .emotion import Emotion
 
 
 @dataclass(frozen=True)
 class Timings:
     """Seconds spent per stage of one transcription: audio decoding, features (with the
-    VAD), the acoustic model (a transducer's encoder), and the decoder search (greedy CTC,
-    or the transducer's prediction-network/joint loop)."""
+    VAD), the acoustic model (a transducer's encoder), the decoder search (greedy CTC, or
+    the transducer's prediction-network/joint loop), and the emotion model (if any)."""
 
     decode: float = 0.0
     features: float = 0.0
     model: float = 0.0
     decoder: float = 0.0
+    emotion: float = 0.0
 
     @property
     def total(self) -> float:
-        return self.decode + self.features + self.model + self.decoder
+        return self.decode + self.features + self.model + self.decoder + self.emotion
 
     def __add__(self, other: Timings) -> Timings:
         return Timings(
@@ -34,6 +39,7 @@ class Timings:
             self.features + other.features,
             self.model + other.model,
             self.decoder + other.decoder,
+            self.emotion + other.emotion,
         )
 
 
@@ -49,6 +55,7 @@ class Segment:
     # A turn of a call transcribed channel by channel (asr.channels): whose it is.
     channel: int | None = None
     speaker: str | None = None
+    emotion: Emotion | None = None  # with an emotion bundle: the segment's audio classified
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -59,6 +66,8 @@ class Segment:
         }
         if self.channel is not None:
             data["channel"], data["speaker"] = self.channel, self.speaker
+        if self.emotion is not None:
+            data["emotion"] = self.emotion.to_dict()
         return data
 
 

@@ -45,6 +45,7 @@ from .bundle import ModelBundle, load_bundle
 from .channels import IDENTICAL_CHANNELS, MAX_SPLIT_CHANNELS, ChannelOptions, dialogue, turns
 from .deadline import Deadline
 from .decoding import Decoding, DecodingOptions, resolve
+from .emotion import EmotionClassifier
 from .errors import (
     AudioNotMultichannel,
     AudioTooLong,
@@ -60,6 +61,7 @@ from .pcm import SampleBlocks
 from .resample import resample
 from .results import ChannelText, Segment, Timings, Transcript
 from .search import make_search
+from .segment_emotion import with_emotions
 from .vad import VAD_KINDS, SpeechDetector, VadKind, make_detector
 from .windows import plan_segments
 
@@ -85,11 +87,14 @@ class Transcriber:
         vad: VadKind | None = None,
         max_segment_seconds: float | None = None,
         hotwords: tuple[Hotword, ...] = (),
+        emotion: EmotionClassifier | None = None,
     ) -> None:
         """``vad``: "auto" (Silero when available), "silero" or "energy"; default
         ``$ASR_VAD`` or "auto". ``max_segment_seconds`` lowers the bundle's cap on one pass.
-        ``hotwords``: the deployment's, checked here (a misspelt one fails the load)."""
+        ``hotwords``: the deployment's, checked here (a misspelt one fails the load).
+        ``emotion``: an emotion bundle's classifier, which labels every segment."""
         self.bundle = bundle
+        self.emotion = emotion
         self.frontend = make_frontend(bundle.config.frontend)
         self.model = OnnxAcousticModel(bundle, threads=threads)
         self.search = make_search(bundle)
@@ -119,13 +124,16 @@ class Transcriber:
         vad: VadKind | None = None,
         max_segment_seconds: float | None = None,
         hotwords: tuple[Hotword, ...] = (),
+        emotion: str | os.PathLike[str] | None = None,
     ) -> Transcriber:
+        """``emotion``: an emotion bundle's directory, loaded beside the model."""
         return cls(
             load_bundle(Path(path)),
             threads=threads,
             vad=vad,
             max_segment_seconds=max_segment_seconds,
             hotwords=hotwords,
+            emotion=EmotionClassifier.load(Path(emotion), threads=threads) if emotion else None,
         )
 
     def decoding(self, options: DecodingOptions) -> Decoding:
@@ -195,13 +203,15 @@ class Transcriber:
     ) -> Transcript:
         """One signal transcribed (``decode_s``: what decoding it took)."""
         segments, timings = self._run(signal, deadline, decoding)
-        spoken = [s for s in segments if s.text]
+        spoken, emotion_s = with_emotions(
+            [s for s in segments if s.text], signal, self.sample_rate, self.emotion
+        )
         return Transcript(
             text=" ".join(s.text for s in spoken),
             words=tuple(word for s in spoken for word in s.words),
             duration=signal.size / self.sample_rate,
             model_id=self.model_id,
-            timings=replace(timings, decode=decode_s),
+            timings=replace(timings, decode=decode_s, emotion=emotion_s),
             segments=tuple(spoken),
             decoder=decoding.describe(),
             channel_mode=channel_mode,
@@ -266,14 +276,17 @@ class Transcriber:
                 signal, _, _ = self._channel(audio, sample_rate, limits, deadline, channel)
                 decode_s += time.perf_counter() - decoding_at
             segments, spent = self._run(signal, deadline, decoding)
-            del signal  # one channel in memory at a time
             speaker = options.speaker(channel)
             words = [word for s in segments for word in s.words]
-            per_channel.append(turns(channel, speaker, words))
+            labelled, emotion_s = with_emotions(
+                turns(channel, speaker, words), signal, self.sample_rate, self.emotion
+            )
+            del signal  # one channel in memory at a time
+            per_channel.append(labelled)
             texts.append(
                 ChannelText(channel, speaker, " ".join(s.text for s in segments if s.text))
             )
-            timings += spent
+            timings += replace(spent, emotion=emotion_s)
         ordered = dialogue(per_channel)
         return Transcript(
             text=" ".join(turn.text for turn in ordered),
@@ -281,10 +294,7 @@ class Transcriber:
             duration=duration,
             model_id=self.model_id,
             timings=replace(timings, decode=decode_s),
-            segments=tuple(
-                Segment(t.start, t.end, t.text, t.words, channel=t.channel, speaker=t.speaker)
-                for t in ordered
-            ),
+            segments=tuple(ordered),
             decoder=decoding.describe(),
             channel_mode="split",
             channels=tuple(texts),

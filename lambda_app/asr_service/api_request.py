@@ -52,6 +52,35 @@ def transcribe_request(
 ) -> TranscribeRequest:
     """The audio and options of a request; ``query``: its query parameters."""
     query_fields = {name: value for name, value in (query or {}).items() if name in OPTION_FIELDS}
+    raw, document = _read_body(body, is_base64, content_type, settings)
+    if document is None:
+        return TranscribeRequest(
+            raw, parse_options(query_fields), parse_channel_options(query_fields, settings.channels)
+        )
+    if query_fields:
+        raise InvalidRequest(
+            f"with a JSON body, give {', '.join(sorted(query_fields))} in the body, "
+            "not as query parameters",
+            code="invalid_request",
+        )
+    # The options before the audio: a bad one costs no S3 read.
+    decoding = parse_options(document)
+    split = parse_channel_options(document, settings.channels)
+    return TranscribeRequest(_audio_of(document, settings), decoding, split)
+
+
+def audio_request(
+    body: str | None, is_base64: bool, content_type: str, settings: Settings
+) -> bytes:
+    """The audio of a request that takes no options (``POST /emotion``), in the same bodies."""
+    raw, document = _read_body(body, is_base64, content_type, settings)
+    return raw if document is None else _audio_of(document, settings)
+
+
+def _read_body(
+    body: str | None, is_base64: bool, content_type: str, settings: Settings
+) -> tuple[bytes, dict[str, Any] | None]:
+    """The raw audio and None, or the body and its JSON object (``audio`` xor ``s3``)."""
     if not body:
         raise InvalidRequest(
             "the request has no body: send audio or a JSON object", code="empty_body"
@@ -59,46 +88,34 @@ def transcribe_request(
     if len(body) > settings.max_request_bytes * 4 // 3 + 4:
         raise _too_large(len(body), settings)
     raw = _b64decode(body, "request body") if is_base64 else body.encode("utf-8")
-    if content_type.split(";", maxsplit=1)[0].strip().lower() in JSON_TYPES or raw[:1] == b"{":
-        if query_fields:
-            raise InvalidRequest(
-                f"with a JSON body, give {', '.join(sorted(query_fields))} in the body, "
-                "not as query parameters",
-                code="invalid_request",
-            )
-        return _request_from_json(raw, settings)
-    if len(raw) > settings.max_request_bytes:
-        raise _too_large(len(raw), settings)
-    return TranscribeRequest(
-        raw, parse_options(query_fields), parse_channel_options(query_fields, settings.channels)
-    )
-
-
-def _request_from_json(raw: bytes, settings: Settings) -> TranscribeRequest:
+    if content_type.split(";", maxsplit=1)[0].strip().lower() not in JSON_TYPES and raw[:1] != b"{":
+        if len(raw) > settings.max_request_bytes:
+            raise _too_large(len(raw), settings)
+        return raw, None
     try:
         document = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from exc
     if not isinstance(document, dict):
         raise InvalidRequest("the JSON body must be an object", code="invalid_json")
-    has_audio, has_s3 = "audio" in document, "s3" in document
-    if has_audio == has_s3:
+    if ("audio" in document) == ("s3" in document):
         raise InvalidRequest(
             'the JSON body needs exactly one of "audio" (base64) or "s3" ({"bucket", "key"})',
             code="invalid_request",
         )
-    # The options before the audio: a bad one costs no S3 read.
-    decoding = parse_options(document)
-    split = parse_channel_options(document, settings.channels)
-    if has_audio:
-        encoded = document["audio"]
-        if not isinstance(encoded, str):
-            raise InvalidRequest('"audio" must be a base64 string', code="invalid_base64")
-        audio = _b64decode(encoded, '"audio"')
-        if len(audio) > settings.max_request_bytes:
-            raise _too_large(len(audio), settings)
-        return TranscribeRequest(audio, decoding, split)
-    return TranscribeRequest(_audio_from_s3_ref(document["s3"], settings), decoding, split)
+    return raw, document
+
+
+def _audio_of(document: dict[str, Any], settings: Settings) -> bytes:
+    if "audio" not in document:
+        return _audio_from_s3_ref(document["s3"], settings)
+    encoded = document["audio"]
+    if not isinstance(encoded, str):
+        raise InvalidRequest('"audio" must be a base64 string', code="invalid_base64")
+    audio = _b64decode(encoded, '"audio"')
+    if len(audio) > settings.max_request_bytes:
+        raise _too_large(len(audio), settings)
+    return audio
 
 
 def _audio_from_s3_ref(ref: Any, settings: Settings) -> bytes:

@@ -2,7 +2,9 @@
 
 The bundle comes from ``MODEL_S3_URI`` when it is set (fetched into ``MODEL_CACHE_DIR``,
 see model_source), else from ``MODEL_DIR`` (the model layer, or a container image's
-/opt/model). ``last_load()`` tells the metrics where it came from and what it cost. The
+/opt/model). ``last_load()`` tells the metrics where it came from and what it cost. An
+emotion bundle (``EMOTION_MODEL_DIR`` or ``EMOTION_MODEL_S3_URI``) is loaded with it and
+handed to the transcriber, which labels every segment with it. The
 deployment's ``HOTWORDS`` are checked against the model's vocabulary at the load: one it
 cannot write fails every load (an internal error, not a request's 400).
 """
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from asr.bundle import load_bundle
+from asr.emotion import EmotionClassifier
+from asr.emotion_bundle import load_emotion_bundle
 from asr.errors import InvalidRequest
 from asr.transcribe import Transcriber
 
@@ -64,8 +68,9 @@ class ModelCache:
             bundle = load_bundle(settings.model_dir)
             source, location = "dir", str(settings.model_dir)
             download_seconds, downloaded_bytes = 0.0, 0
+        emotion = _emotion_classifier(settings)
         try:
-            transcriber = Transcriber(bundle, hotwords=settings.hotwords)
+            transcriber = Transcriber(bundle, hotwords=settings.hotwords, emotion=emotion)
         except InvalidRequest as exc:  # the deployment is misconfigured, not the request
             raise ValueError(f"HOTWORDS do not suit this model: {exc.message}") from exc
         self.last_load = ModelLoad(
@@ -82,6 +87,17 @@ class ModelCache:
         with self._lock:
             self._transcriber = None
             self.last_load = None
+
+
+def _emotion_classifier(settings: Settings) -> EmotionClassifier | None:
+    if settings.emotion_model_s3_uri:
+        cache_dir = settings.model_cache_dir.with_name(settings.model_cache_dir.name + "-emotion")
+        fetched = fetch_bundle(settings.emotion_model_s3_uri, cache_dir)
+        # The fetch hashed every file against SHA256SUMS as it arrived: not again.
+        return EmotionClassifier(load_emotion_bundle(fetched.directory, verify_checksums=False))
+    if settings.emotion_model_dir is not None:
+        return EmotionClassifier.load(settings.emotion_model_dir)
+    return None
 
 
 _cache = ModelCache()

@@ -24,7 +24,8 @@ verbose_json segments carry Whisper's fields: ``tokens`` is empty, ``temperature
 ``seek`` the segment start in centiseconds (Whisper's mel frames), ``avg_logprob`` the mean
 log of the words' confidences, ``compression_ratio`` Whisper's zlib ratio of the text,
 ``no_speech_prob`` 0 (segments without speech are not emitted); ``text`` starts with a
-space, as Whisper's segment texts do.
+space, as Whisper's segment texts do. Ours besides: ``channel``/``speaker`` (a split call)
+and ``emotion`` (with an emotion bundle), each only where it applies.
 
 Errors use OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``, with the
 service's stable code in ``code`` and the same statuses as ``POST /transcribe``.
@@ -213,6 +214,7 @@ def verbose_json(transcript: Transcript, granularities: set[str], language: str)
                 "compression_ratio": _compression_ratio(segment.text),
                 "no_speech_prob": 0.0,
                 **_channel_fields(segment),
+                **({"emotion": segment.emotion.to_dict()} if segment.emotion else {}),
             }
             for index, segment in enumerate(segments)
         ]

@@ -48,6 +48,11 @@ class Settings:
     # s3://bucket/prefix/ of a bundle too big for the zip: fetched into model_cache_dir at
     # init and used instead of model_dir.
     model_s3_uri: str | None = None
+    # An emotion bundle (GigaAM-Emo) beside the ASR bundle: every segment gets an emotion,
+    # and POST /emotion classifies a clip. A directory (EMOTION_MODEL_DIR: a layer's
+    # /opt/emotion) or an s3:// URI fetched at init (EMOTION_MODEL_S3_URI) like the model.
+    emotion_model_dir: Path | None = None
+    emotion_model_s3_uri: str | None = None
     model_cache_dir: Path = DEFAULT_MODEL_CACHE_DIR
     # Input caps checked from the header before decoding (why these: asr/limits.py).
     max_audio_channels: int = 6
@@ -96,6 +101,10 @@ class Settings:
                 _as_prefix(p) for p in env.get("SPLIT_CHANNEL_PREFIXES", "").split(",") if p.strip()
             ),
             model_s3_uri=env.get("MODEL_S3_URI", "").strip() or None,
+            emotion_model_dir=Path(env["EMOTION_MODEL_DIR"])
+            if env.get("EMOTION_MODEL_DIR")
+            else None,
+            emotion_model_s3_uri=env.get("EMOTION_MODEL_S3_URI", "").strip() or None,
             model_cache_dir=Path(env.get("MODEL_CACHE_DIR") or DEFAULT_MODEL_CACHE_DIR),
             max_audio_channels=int(env.get("MAX_AUDIO_CHANNELS", 6)),
             max_audio_sample_rate=int(env.get("MAX_AUDIO_SAMPLE_RATE", 96_000)),
@@ -111,6 +120,10 @@ class Settings:
             job_inline_result_bytes=int(env.get("JOB_INLINE_RESULT_BYTES", 256_000)),
             max_receive_count=int(env.get("MAX_RECEIVE_COUNT") or 0) or None,
         )
+
+    @property
+    def has_emotion(self) -> bool:
+        return self.emotion_model_dir is not None or self.emotion_model_s3_uri is not None
 
     def channels_for_key(self, key: str) -> ChannelOptions:
         """An S3 object's channel handling: split under a split prefix, else the default."""

@@ -1,0 +1,46 @@
+"""An emotion per transcribed segment: each segment's audio through an emotion bundle.
+
+The transcriber calls ``with_emotions`` while the segments' signal is still in memory (for
+a call split by channel: each channel's turns from that channel alone). Segments shorter
+than the classifier's ``MIN_EMOTION_SECONDS`` keep ``emotion=None``: a syllable or two
+carries too little prosody to judge by. Segments are classified together, in the
+classifier's padded batches.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+from .emotion import MIN_EMOTION_SECONDS, EmotionClassifier
+from .pcm import SampleBlocks
+from .resample import resample
+from .results import Segment
+
+
+def with_emotions(
+    segments: Sequence[Segment],
+    signal: SampleBlocks,
+    sample_rate: int,
+    classifier: EmotionClassifier | None,
+) -> tuple[list[Segment], float]:
+    """``segments`` (times in seconds of ``signal``, sampled at ``sample_rate``) with their
+    emotions, and the seconds it took."""
+    if classifier is None:
+        return list(segments), 0.0
+    started = time.perf_counter()
+    shortest = MIN_EMOTION_SECONDS * classifier.sample_rate
+    judged, clips = [], []
+    for index, segment in enumerate(segments):
+        clip = signal.read(round(segment.start * sample_rate), round(segment.end * sample_rate))
+        if sample_rate != classifier.sample_rate:
+            clip = resample(clip, sample_rate, classifier.sample_rate)
+        if clip.size >= shortest:
+            judged.append(index)
+            clips.append(clip)
+    labelled = list(segments)
+    emotions = classifier.classify_many(clips) if clips else []
+    for index, emotion in zip(judged, emotions, strict=True):
+        labelled[index] = replace(labelled[index], emotion=emotion)
+    return labelled, time.perf_counter() - started
