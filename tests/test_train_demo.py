@@ -140,12 +140,15 @@ def test_committed_demo_model_transcribes_its_clips_exactly() -> None:
 
 
 def test_committed_demo_files_are_small() -> None:
-    """The QuartzNet demo's files; the demo Conformer's and transducer's are built at setup,
-    not committed (tests/test_demo_conformer.py, tests/test_demo_transducer.py)."""
+    """The QuartzNet demo's files; the demo Conformer's, transducer's and emotion
+    classifier's are built at setup, not committed (tests/test_demo_conformer.py,
+    tests/test_demo_transducer.py, tests/test_demo_emotion.py)."""
     demo = REPO_ROOT / "demo"
     built = {
         "demo_gigaam_ru.ckpt", "conformer_training_report.json", "conformer_bundle",
         "demo_gigaam_rnnt_ru.ckpt", "transducer_training_report.json", "transducer_bundle",
+        "demo_gigaam_emo_ru.ckpt", "emotion_training_report.json", "emotion_clips",
+        "emotion_bundle",
     }  # fmt: skip
     files = [p for p in demo.rglob("*") if p.is_file() and not built & {p.name, *p.parts}]
     total = sum(path.stat().st_size for path in files)
