@@ -87,6 +87,12 @@ def speech_clips() -> list[Path]:
     return sorted((SPEECH / "ru").glob("*.wav"))
 
 
+def read_clip(path: Path | str) -> np.ndarray:
+    """A speech file as float32 mono samples at 16 kHz."""
+    audio, rate = sf.read(path, dtype="float32", always_2d=True)
+    return resample(audio.mean(axis=1), rate, RATE)
+
+
 def real_speech(seconds: float, *, gap_seconds: float = 0.3) -> np.ndarray:
     """Real Russian speech at 16 kHz: the clips concatenated with short gaps, repeated and cut
     to ``seconds``."""
@@ -96,8 +102,7 @@ def real_speech(seconds: float, *, gap_seconds: float = 0.3) -> np.ndarray:
     total = 0
     while total < wanted:
         for path in speech_clips():
-            audio, rate = sf.read(path, dtype="float32", always_2d=True)
-            pieces += [resample(audio.mean(axis=1), rate, RATE), gap]
+            pieces += [read_clip(path), gap]
             total += pieces[-2].size + gap.size
     return np.concatenate(pieces)[:wanted]
 

@@ -3,11 +3,14 @@
 
 The graph is the whole classifier: features [B, n_mels, T] + feature_lengths [B] → probs
 [B, classes], upstream ``GigaAMEmo``'s export with the padded frames masked out of the mean.
-int8 is the Conformer family's scheme (export.quantize.CONFORMER_SCHEME: int8 per-channel
-MatMul weights, activations quantised per call): on a GigaAM-v3-shaped emotion model it ran
-at RTF 0.055 at one thread against static QDQ's 0.063 and fp32's 0.166, every label as
-PyTorch's. Neither int8 scheme keeps padded batches within 1e-4 of one-by-one on such a
-deep model, so its bundles run one clip at a time (``batch_invariant``, export.emotion_verify).
+int8 is static QDQ on Conv and MatMul (int8 per-channel weights, activation ranges calibrated
+on the verification clips): GigaAM-Emo's v1-era encoder subsamples with a 768-channel
+Conv2d that takes ~45 % of the time when only MatMuls are int8. On its published shape
+(bench/emotion_shape.py, 17 real clips, one thread) it ran at RTF 0.072, against 0.087 for
+the Conformer ASR scheme (dynamic, MatMul only), 0.097 with ConvInteger added to that, and
+0.196 for fp32; every label as fp32's. A padded batch's int8 results may differ from one by
+one by more than 1e-4 on such a deep model; the export measures it and such bundles run
+one clip at a time (``batch_invariant``, export.emotion_verify).
 """
 
 from __future__ import annotations
@@ -37,11 +40,11 @@ from .emotion_verify import EmotionThresholds, Precision, ProbsFn, Systems, veri
 from .gigaam_emo import EmotionSource
 from .onnx_export import INPUT_NAMES, _export, _Graph
 from .pipeline import CALIBRATION_CLIPS, ExportRejected, exporter_versions
-from .quantize import CONFORMER_SCHEME, QuantizationScheme, quantize
+from .quantize import SCHEMES, QuantizationScheme, quantize
 from .verify import Clip
 
 PROBS_OUTPUT = "probs"
-EMOTION_SCHEME = CONFORMER_SCHEME
+EMOTION_SCHEME = SCHEMES["static-qdq-s8-per-channel-conv-matmul"]
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,13 @@ SCHEMES: dict[str, QuantizationScheme] = {
             per_channel=True,
             op_types=("MatMul",),
         ),
+        QuantizationScheme(
+            "static-qdq-s8-per-channel-conv-matmul",
+            method="static_qdq",
+            weight_type="QInt8",
+            per_channel=True,
+            op_types=("Conv", "MatMul"),
+        ),
         *(
             QuantizationScheme(
                 f"matmul-nbits8-b{block}",

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench import frontend_vs_librosa, memory, size
+from bench import emotion, frontend_vs_librosa, memory, size
 from bench.common import BenchOptions, read_result, write_result
 from bench.frontend_compare import best_seconds, difference
 from bench.pinned import ChildFailed, run_pinned
@@ -21,7 +21,8 @@ QUICK = BenchOptions(quick=True)
 def rendered(name: str, result: dict[str, Any], tmp_path: Path) -> str:
     """The README text as the orchestrator makes it: from the JSON file alone."""
     write_result(name, result, tmp_path)
-    module = {"memory": memory, "frontend": frontend_vs_librosa, "size": size}[name]
+    modules = {"memory": memory, "frontend": frontend_vs_librosa, "size": size, "emotion": emotion}
+    module = modules[name]
     text: str = module.markdown(read_result(name, tmp_path))
     return text
 
@@ -50,6 +51,42 @@ def test_memory_quick_run(tmp_path: Path) -> None:
     assert "| demo (conformer_bundle) | int8 | 1 min |" in text
     assert "| demo (transducer_bundle) | int8 | 1 min |" in text
     assert text.count("\n| demo") == 6 and "headroom at 1,769 MB" in text
+
+
+def test_emotion_quick_run(tmp_path: Path) -> None:
+    result = emotion.measure(QUICK)
+    classifier = {row["precision"]: row for row in result["classifier"]}
+    for row in classifier.values():  # quick: the demo classifier for both precisions
+        assert row["clips"] == 17 and row["audio_s"] == pytest.approx(69.0, abs=0.1)
+        assert 0 < row["rtf"] < 1 and row["rtf_passes"] == [pytest.approx(row["rtf"])]
+        assert 0 < row["imports_rss_mb"] <= row["loaded_rss_mb"] <= row["peak_rss_mb"]
+    (combined,) = result["combined"]
+    assert combined["input_s"] == 60 and combined["both"]["segments"] > 1
+    # Every segment of 0.5 s or more was classified; the pass is timed and costs memory.
+    assert 0 < combined["segments_with_emotion"] <= combined["both"]["segments"]
+    assert combined["alone"]["timings_s"]["emotion"] == 0
+    assert 0 < combined["emotion_share_of_both"] < 1
+    assert combined["both"]["loaded_rss_mb"] > combined["alone"]["loaded_rss_mb"]
+    costs = {row["models"]: row for row in result["cost"]}
+    assert costs["ASR alone"]["memory_mb"] == 1769 and not costs["ASR alone"]["upper_bound"]
+    for row in costs.values():
+        assert row["usd_per_audio_hour"] > 0
+    text = rendered("emotion", result, tmp_path)
+    assert "| GigaAM-Emo shape, int8 |" in text and "| 1 min | 1 |" in text
+    assert "| ASR + emotion |" in text
+
+
+def test_emotion_memory_size_and_cost() -> None:
+    assert emotion.memory_size_for(1600) == 1769
+    assert emotion.memory_size_for(1700) == 3008  # under 100 MB left at 1,769
+    assert emotion.memory_size_for(2950) is None
+    timed = {"alone": {"rtf": 0.02}, "both": {"rtf": 0.05}}
+    sized = {"alone": {"peak_rss_mb": 800.0}, "both": {"peak_rss_mb": 1800.0}}
+    rows = {row["models"]: row for row in emotion.cost_rows([timed, sized])}
+    assert rows["ASR alone"]["memory_mb"] == 1769 and rows["ASR + emotion"]["upper_bound"]
+    # 0.05 × 3600 s × 3008/1024 GB × the GB-s price, plus 60 requests.
+    expected = 0.05 * 3600 * 3008 / 1024 * 0.0000166667 + 60 * 0.2e-6
+    assert rows["ASR + emotion"]["usd_per_audio_hour"] == pytest.approx(expected)
 
 
 def test_frontend_quick_run(tmp_path: Path) -> None:

@@ -18,6 +18,9 @@ from asr.bundle import load_bundle
 from asr.emotion import MIN_EMOTION_SECONDS, Emotion, EmotionClassifier, is_emotion_bundle
 from asr.emotion_bundle import EMOTION_KIND, load_emotion_bundle
 from asr.errors import BundleError, EmptyAudio, InvalidRequest, NonFiniteAudio
+from asr.pcm import SampleBlocks
+from asr.results import Segment
+from asr.segment_emotion import with_emotions
 
 from export.gigaam_emo import load_gigaam_emo
 from tests.conftest import DEMO, REPO
@@ -48,7 +51,7 @@ def test_fp32_bundle_gives_the_pytorch_probabilities(checkpoint: Path, fp32_bund
 def test_int8_bundle_report(int8_bundle: Path) -> None:
     bundle = load_emotion_bundle(int8_bundle)
     assert bundle.config.model.precision == "int8"
-    assert bundle.config.source["quantization"]["name"] == "dynamic-s8-per-channel-matmul"
+    assert bundle.config.source["quantization"]["name"] == "static-qdq-s8-per-channel-conv-matmul"
     metrics = bundle.verification["metrics"]
     assert metrics["int8_label_agreement"] >= 0.99
     assert metrics["fp32_batch_max_diff"] <= 1e-4
@@ -94,6 +97,39 @@ def test_bundle_not_batch_invariant_runs_one_clip_at_a_time(fp32_bundle: Path) -
     assert runs == [1] * len(HELD_OUT)
     for a, b in zip(got, expected, strict=True):
         assert all(abs(a.probabilities[n] - b.probabilities[n]) <= 1e-4 for n in EMOTION_LABELS)
+
+
+def test_segments_are_classified_in_bounded_groups(
+    fp32_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asr.segment_emotion
+
+    classifier = EmotionClassifier.load(fp32_bundle)
+    pieces = [clip.samples for clip in [*HELD_OUT, *VERIFY]]
+    gap = np.zeros(RATE // 2, np.float32)
+    signal = SampleBlocks(block for piece in pieces for block in (piece, gap))
+    segments, start = [], 0.0
+    for index, piece in enumerate(pieces):
+        segments.append(Segment(start, start + piece.size / RATE, f"s{index}", ()))
+        start += (piece.size + gap.size) / RATE
+    segments.insert(3, Segment(0.0, 0.3, "too short", ()))
+    groups: list[int] = []
+    classify_many = classifier.classify_many
+
+    def counted(clips: Sequence[np.ndarray]) -> list[Emotion]:
+        groups.append(sum(clip.size for clip in clips))
+        return classify_many(clips)
+
+    classifier.classify_many = counted  # type: ignore[method-assign]
+    monkeypatch.setattr(asr.segment_emotion, "BATCH_SECONDS", 8.0)
+    labelled, seconds = with_emotions(segments, signal, RATE, classifier)
+    assert len(groups) > 2 and all(size < 8 * RATE + 6 * RATE for size in groups)
+    assert sum(groups) == sum(piece.size for piece in pieces)
+    assert labelled[3].emotion is None and seconds > 0
+    others = [segment for segment in labelled if segment.text != "too short"]
+    for segment, piece in zip(others, pieces, strict=True):
+        alone = classify_many([piece])[0]
+        assert segment.emotion is not None and segment.emotion.label == alone.label
 
 
 def test_long_clip_is_averaged_over_equal_pieces(fp32_bundle: Path) -> None:

@@ -39,8 +39,11 @@ __all__ = [
 # Shorter clips hold a syllable or two: too little prosody to judge an emotion by (Dusha's
 # utterances, which GigaAM-Emo was trained on, are seconds long).
 MIN_EMOTION_SECONDS: Final[float] = 0.5
-# Padded audio per onnxruntime run in classify_many.
-BATCH_SECONDS: Final[float] = 60.0
+# Padded audio per onnxruntime run in classify_many. Small: GigaAM-Emo's Conv2d subsampling
+# keeps [768, frames/2, 32] float maps and onnxruntime's arena keeps its peak; on the
+# published shape (bench/emotion.py, 10 min of segments) 25 s batches peaked ~400 MB above
+# 10 s ones and ran ~15 % slower, 60 s batches peaked at 3 GB. Longer clips run alone.
+BATCH_SECONDS: Final[float] = 10.0
 
 Probabilities = npt.NDArray[np.float64]
 

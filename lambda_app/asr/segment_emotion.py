@@ -3,8 +3,9 @@
 The transcriber calls ``with_emotions`` while the segments' signal is still in memory (for
 a call split by channel: each channel's turns from that channel alone). Segments shorter
 than the classifier's ``MIN_EMOTION_SECONDS`` keep ``emotion=None``: a syllable or two
-carries too little prosody to judge by. Segments are classified together, in the
-classifier's padded batches.
+carries too little prosody to judge by. Segments are classified in groups of about
+``BATCH_SECONDS`` of audio (the classifier's padded batches within each group), so an hour
+of segments never holds more than a model window of extra samples and features at once.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
-from .emotion import MIN_EMOTION_SECONDS, EmotionClassifier
+import numpy as np
+
+from .emotion import BATCH_SECONDS, MIN_EMOTION_SECONDS, EmotionClassifier
 from .pcm import SampleBlocks
 from .resample import resample
 from .results import Segment
@@ -31,16 +34,25 @@ def with_emotions(
         return list(segments), 0.0
     started = time.perf_counter()
     shortest = MIN_EMOTION_SECONDS * classifier.sample_rate
-    judged, clips = [], []
+    group_samples = BATCH_SECONDS * classifier.sample_rate
+    labelled = list(segments)
+    group: list[tuple[int, np.ndarray]] = []
+
+    def classify_group() -> None:
+        emotions = classifier.classify_many([clip for _, clip in group])
+        for (index, _), emotion in zip(group, emotions, strict=True):
+            labelled[index] = replace(labelled[index], emotion=emotion)
+        group.clear()
+
     for index, segment in enumerate(segments):
         clip = signal.read(round(segment.start * sample_rate), round(segment.end * sample_rate))
         if sample_rate != classifier.sample_rate:
             clip = resample(clip, sample_rate, classifier.sample_rate)
-        if clip.size >= shortest:
-            judged.append(index)
-            clips.append(clip)
-    labelled = list(segments)
-    emotions = classifier.classify_many(clips) if clips else []
-    for index, emotion in zip(judged, emotions, strict=True):
-        labelled[index] = replace(labelled[index], emotion=emotion)
+        if clip.size < shortest:
+            continue
+        group.append((index, clip))
+        if sum(clip.size for _, clip in group) >= group_samples:
+            classify_group()
+    if group:
+        classify_group()
     return labelled, time.perf_counter() - started
