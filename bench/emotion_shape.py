@@ -36,7 +36,7 @@ def emotion_shape_bundle(precision: Precision, *, cache: Path = BUNDLES) -> Path
     options = EmotionExportOptions(
         model_id=f"gigaam-emo-shape-{precision}", precision=precision, thresholds=SPEED_ONLY
     )
-    clips = list(file_clips(speech_clips()[4:8], RATE))
+    clips = file_clips(speech_clips()[4:8], RATE)
     export_emotion_bundle(load_gigaam_emo(checkpoint(cache)), out, clips, options, step=print)
     return out
 

@@ -46,7 +46,7 @@ def main(bundle: str, audio: str, emotion: str | None = None) -> None:
 def classify(bundle: str, clips: list[str], passes: int) -> None:
     """An emotion bundle alone: each clip classified on its own (as ``POST /emotion`` does),
     ``passes`` times after one warm-up clip; prints the median pass's RTF and memory."""
-    from bench.common import RATE, read_clip  # noqa: PLC0415 (after the import RSS)
+    from bench.common import RATE, read_clip  # noqa: PLC0415 (main() does not need it)
 
     imported_rss = status_mb("VmRSS")
     started = time.perf_counter()

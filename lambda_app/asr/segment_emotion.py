@@ -11,7 +11,7 @@ of segments never holds more than a model window of extra samples and features a
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -33,17 +33,26 @@ def with_emotions(
     if classifier is None:
         return list(segments), 0.0
     started = time.perf_counter()
-    shortest = MIN_EMOTION_SECONDS * classifier.sample_rate
-    group_samples = BATCH_SECONDS * classifier.sample_rate
     labelled = list(segments)
-    group: list[tuple[int, np.ndarray]] = []
-
-    def classify_group() -> None:
+    for group in _groups(segments, signal, sample_rate, classifier):
         emotions = classifier.classify_many([clip for _, clip in group])
         for (index, _), emotion in zip(group, emotions, strict=True):
             labelled[index] = replace(labelled[index], emotion=emotion)
-        group.clear()
+    return labelled, time.perf_counter() - started
 
+
+def _groups(
+    segments: Sequence[Segment],
+    signal: SampleBlocks,
+    sample_rate: int,
+    classifier: EmotionClassifier,
+) -> Iterator[list[tuple[int, np.ndarray]]]:
+    """(segment index, its audio at the classifier's rate) for the segments long enough to
+    judge, in groups of at least ``BATCH_SECONDS`` of audio (the last one may be shorter)."""
+    shortest = MIN_EMOTION_SECONDS * classifier.sample_rate
+    group_samples = BATCH_SECONDS * classifier.sample_rate
+    group: list[tuple[int, np.ndarray]] = []
+    grouped = 0
     for index, segment in enumerate(segments):
         clip = signal.read(round(segment.start * sample_rate), round(segment.end * sample_rate))
         if sample_rate != classifier.sample_rate:
@@ -51,8 +60,9 @@ def with_emotions(
         if clip.size < shortest:
             continue
         group.append((index, clip))
-        if sum(clip.size for _, clip in group) >= group_samples:
-            classify_group()
+        grouped += clip.size
+        if grouped >= group_samples:
+            yield group
+            group, grouped = [], 0
     if group:
-        classify_group()
-    return labelled, time.perf_counter() - started
+        yield group
