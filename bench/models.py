@@ -90,7 +90,7 @@ def bundle_for(family: Family, precision: Precision, options: BenchOptions) -> P
 def shape_bundle(family: Family, precision: Precision, *, cache: Path = BUNDLES) -> Path:
     """The bundle directory, exported on first use."""
     out = cache / f"{family}-{precision}"
-    if (out / "SHA256SUMS").is_file():  # written last by the export
+    if _current(out):
         return out
     if out.exists():
         shutil.rmtree(out)
@@ -108,6 +108,15 @@ def shape_bundle(family: Family, precision: Precision, *, cache: Path = BUNDLES)
             step=lambda message: None,
         )
     return out
+
+
+def _current(out: Path) -> bool:
+    """A complete bundle (SHA256SUMS is written last) from the current export, which saves
+    the optimised graph and says so in its report."""
+    if not (out / "SHA256SUMS").is_file():
+        return False
+    report = json.loads((out / "verification.json").read_text(encoding="utf-8"))
+    return "graph_optimization" in report
 
 
 def _options(family: Family, precision: Precision) -> ExportOptions:

@@ -26,6 +26,7 @@ from asr.config import BundleConfig, ModelConfig, TokensConfig
 from asr.frontend import make_frontend
 from asr.tokens import Vocabulary
 
+from .graph_optimize import preoptimize
 from .onnx_export import export_onnx, export_transducer_onnx
 from .onnx_graphs import upstream_graphs
 from .quantize import CONFORMER_SCHEME, DEFAULT_SCHEME, QuantizationScheme, quantize
@@ -216,6 +217,10 @@ def _build(
             fp32_path, int8_path, scheme, calibration=calibration,
             input_names=(config.model.features_input, config.model.lengths_input),
         )  # fmt: skip
+        step("optimising the graphs (onnxruntime, extended level)")
+        graph = preoptimize(int8_path)
+        if options.precision != "int8":
+            preoptimize(fp32_path)
         against = "PyTorch vs ONNX fp32 vs int8" if reference else "ONNX fp32 vs int8"
         step(f"verifying on {len(clips)} clips: {against}")
         report = verify(
@@ -227,7 +232,12 @@ def _build(
             thresholds=options.thresholds,
             progress=on_clip,
         )
-        report_data = {**report.to_dict(), "model_id": options.model_id, "source": config.source}
+        report_data = {
+            **report.to_dict(),
+            "model_id": options.model_id,
+            "source": config.source,
+            "graph_optimization": graph,
+        }
         if not report.passed:
             failed_path = out_dir.parent / f"{out_dir.name}.verification-failed.json"
             failed_path.write_text(json.dumps(report_data, ensure_ascii=False, indent=2))

@@ -315,7 +315,8 @@ def counting_transcribe(faults: Faults) -> Callable[..., Any]:
     real = Transcriber.transcribe
 
     def transcribe(self: Transcriber, audio: Any, *args: Any, **kwargs: Any) -> Any:
-        key = digest(bytes(audio))
+        # The S3 path hands over the object's temporary file, the API its bytes.
+        key = digest(audio.read_bytes() if isinstance(audio, Path) else bytes(audio))
         if key in faults.model_crash_digests:
             faults.model_crash_digests.discard(key)
             faults.injected["model_crash"] += 1

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 from asr.acoustic_model import OnnxAcousticModel
 from asr.bundle import load_bundle, write_checksums
+from asr.checksum_stamp import STAMP_FILE, write_stamp
 from asr.config import BundleConfig
 from asr.errors import BundleError
 
@@ -127,3 +129,88 @@ def test_unknown_kinds_and_bad_values_are_refused(
     (bundle_copy / "config.json").write_text(json.dumps(config))
     with pytest.raises(BundleError, match=message):
         load_bundle(bundle_copy, verify_checksums=False)
+
+
+def _hashed_files(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names ``load_bundle`` hashes from now on."""
+    import asr.bundle as bundle_module
+
+    hashed: list[str] = []
+    real = bundle_module.sha256_of
+
+    def counting(path: Path) -> str:
+        hashed.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(bundle_module, "sha256_of", counting)
+    return hashed
+
+
+def _restamp(bundle: Path) -> None:
+    config = json.loads((bundle / "config.json").read_text())
+    write_checksums(bundle, BundleConfig.from_dict(config))
+
+
+def test_files_unchanged_since_their_checksums_are_not_hashed_again(
+    bundle_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _restamp(bundle_copy)
+    hashed = _hashed_files(monkeypatch)
+    load_bundle(bundle_copy)
+    assert hashed == []
+    (bundle_copy / STAMP_FILE).unlink()  # no stamp: every file is hashed, as before
+    load_bundle(bundle_copy)
+    assert sorted(hashed) == ["config.json", "model.onnx", "tokens.txt", "verification.json"]
+
+
+def test_a_file_changed_after_its_stamp_is_hashed_and_refused(
+    bundle_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _restamp(bundle_copy)
+    model = bundle_copy / "model.onnx"
+    before = model.stat()
+    data = bytearray(model.read_bytes())
+    data[-1] ^= 0xFF  # same size: only the mtime tells the stamp
+    model.write_bytes(bytes(data))
+    os.utime(model, ns=(before.st_atime_ns, before.st_mtime_ns + 1))
+    hashed = _hashed_files(monkeypatch)
+    with pytest.raises(BundleError, match="model.onnx does not match its sha256"):
+        load_bundle(bundle_copy)
+    assert hashed[-1] == "model.onnx"
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    ["not json", "[]", '{"checksums_sha256": "0", "files": {}}', '{"files": 3}'],
+)
+def test_a_stamp_that_does_not_vouch_for_these_checksums_is_ignored(
+    bundle_copy: Path, monkeypatch: pytest.MonkeyPatch, stamp: str
+) -> None:
+    _restamp(bundle_copy)
+    (bundle_copy / STAMP_FILE).write_text(stamp)
+    hashed = _hashed_files(monkeypatch)
+    load_bundle(bundle_copy)
+    assert "model.onnx" in hashed
+
+
+def test_a_stamp_from_other_checksums_trusts_nothing(
+    bundle_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _restamp(bundle_copy)
+    stamp = (bundle_copy / STAMP_FILE).read_text()
+    sums = bundle_copy / "SHA256SUMS"
+    sums.write_text(sums.read_text().replace("  tokens.txt", " *tokens.txt"))
+    assert (bundle_copy / STAMP_FILE).read_text() == stamp
+    hashed = _hashed_files(monkeypatch)
+    load_bundle(bundle_copy)
+    assert "model.onnx" in hashed
+
+
+def test_a_stamp_that_cannot_be_written_is_skipped(bundle_copy: Path) -> None:
+    (bundle_copy / STAMP_FILE).unlink(missing_ok=True)
+    names = ["config.json", "model.onnx"]
+    text = "".join(f"{'0' * 64}  {name}\n" for name in names)
+    (bundle_copy / f"{STAMP_FILE}.{os.getpid()}.tmp").mkdir()  # unwritable, even for root
+    write_stamp(bundle_copy, names, text)
+    write_stamp(bundle_copy, [*names, "gone.onnx"], text)  # a file vanished meanwhile
+    assert not (bundle_copy / STAMP_FILE).exists()

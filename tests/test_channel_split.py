@@ -5,6 +5,7 @@ default still down-mixes; the channels' difference tells a copied mono signal ap
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from asr.errors import (
 from asr.ffmpeg import find_ffmpeg
 from asr.formats import render, subtitle_cues
 from asr.resample import resample
-from asr.results import ChannelText
+from asr.results import ChannelText, Segment
 from asr.transcribe import Transcriber
 
 from tests.conftest import DEMO
@@ -180,7 +181,20 @@ def test_unnamed_channels_are_ch_n_and_arrays_split_too(
     from_file = transcriber.transcribe(call, channels=ChannelOptions("split"))
     from_array = transcriber.transcribe(samples, rate, channels=ChannelOptions("split"))
     assert [c.speaker for c in from_file.channels] == ["ch_0", "ch_1"]
-    assert from_array.segments == from_file.segments
+    # The file is resampled block by block and the array at once: the samples differ in the
+    # last float32 bits, which moves int8 activations' rounding (on CPUs without VNNI a
+    # confidence moves by up to 0.03). Texts, times and speakers stay the same.
+    assert [_rounded(s) for s in from_array.segments] == [_rounded(s) for s in from_file.segments]
+    confidences = [
+        (a.confidence, b.confidence)
+        for x, y in zip(from_array.segments, from_file.segments, strict=True)
+        for a, b in zip(x.words, y.words, strict=True)
+    ]
+    assert max(abs(a - b) for a, b in confidences) < 0.05, confidences
+
+
+def _rounded(segment: Segment) -> Segment:
+    return replace(segment, words=tuple(replace(w, confidence=0.0) for w in segment.words))
 
 
 def test_the_default_still_down_mixes(

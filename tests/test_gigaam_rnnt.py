@@ -116,7 +116,8 @@ def test_export_bundles_a_transducer_the_transcriber_decodes_as_upstream(
     assert export_main(args) == 0
     bundle = load_bundle(out)
     assert sorted(p.name for p in out.iterdir()) == [
-        "SHA256SUMS", "config.json", "decoder.onnx", "joint.onnx", "model.onnx", "tokens.txt",
+        ".verified.json", "SHA256SUMS", "config.json", "decoder.onnx", "joint.onnx", "model.onnx",
+        "tokens.txt",
         "verification.json",
     ]  # fmt: skip
     metrics = bundle.verification["metrics"]

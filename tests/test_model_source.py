@@ -17,6 +17,7 @@ import pytest
 from asr import bundle as bundle_module
 from asr.bundle import load_bundle, write_checksums
 from asr.bundle import sha256_of as real_sha256_of
+from asr.checksum_stamp import STAMP_FILE
 from asr.config import BundleConfig
 from asr.errors import BundleError
 from asr.transcribe import Transcriber
@@ -73,7 +74,12 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 def upload(client: Any, bundle: Path, prefix: str = "tiny/") -> dict[str, bytes]:
-    files = {path.name: path.read_bytes() for path in sorted(bundle.iterdir()) if path.is_file()}
+    # The bundle as exported, less the local stamp of its checksums (asr.checksum_stamp).
+    files = {
+        path.name: path.read_bytes()
+        for path in sorted(bundle.iterdir())
+        if path.is_file() and path.name != STAMP_FILE
+    }
     for name, data in files.items():
         client.put_object(Bucket=BUCKET, Key=prefix + name, Body=data)
     return files
@@ -346,11 +352,11 @@ def test_not_enough_space_fails_before_downloading(
     tiny_bundle: Path, s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     upload(s3, tiny_bundle)
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: _Usage(10**9, 0, 100_000))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: _Usage(10**9, 0, 10_000))
     calls = S3Calls(s3)
     cache = tmp_path / "cache"
 
-    with pytest.raises(model_source.ModelCacheNoSpace, match="only 100,000 are free") as caught:
+    with pytest.raises(model_source.ModelCacheNoSpace, match="only 10,000 are free") as caught:
         fetch(cache)
 
     assert caught.value.code == "model_cache_no_space"

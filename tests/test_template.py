@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from asr_service.job_store import JOBS_SEGMENT
 
+from bench.memory import MALLOC_TUNED
 from tests.cfn_yaml import load_template
 
 REPO = Path(__file__).resolve().parents[1]
@@ -349,6 +350,7 @@ def test_function_wiring(deployment: Deployment) -> None:
     assert env["MODEL_DIR"] == "/opt/model"
     assert env["MODEL_S3_URI"] == {"Ref": "ModelS3Uri"}
     assert env["ASR_FFMPEG_PATH"] == "/opt/bin/ffmpeg"
+    assert {"MALLOC_MMAP_THRESHOLD_": env["MALLOC_MMAP_THRESHOLD_"]} == MALLOC_TUNED
     assert function["Tracing"] == {"Ref": "Tracing"}
     assert "Events" not in function  # entry points are the API and the queue mapping, on the alias
 
@@ -359,8 +361,8 @@ def test_every_environment_variable_the_template_sets_is_read_by_the_code(
     env = template["Resources"]["AsrFunction"]["Properties"]["Environment"]["Variables"]
     code = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "lambda_app").rglob("*.py"))
     for name in env:
-        if name.startswith("POWERTOOLS_"):
-            continue  # read by aws-lambda-powertools itself
+        if name.startswith(("POWERTOOLS_", "MALLOC_")):
+            continue  # read by aws-lambda-powertools itself, or by glibc
         assert re.search(rf"[\"']{name}[\"']", code), f"{name} is set but never read"
 
 

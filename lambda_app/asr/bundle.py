@@ -10,6 +10,8 @@
                        or lm.bin, a KenLM binary, with its unigrams.txt)
     verification.json  the export's verification report (must say it passed)
     SHA256SUMS         sha256 of every other file, ``sha256sum`` format
+    .verified.json     optional: size and mtime of each file when SHA256SUMS was written
+                       (asr.checksum_stamp): files that still match are not hashed again
 
 Loading refuses a bundle with a missing, unlisted, mismatched or corrupt file, so a
 partial copy or a bad download never serves requests. Another kind of bundle (config.json
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from .checksum_stamp import stamped_digests, write_stamp
 from .config import BundleConfig
 from .errors import BundleError
 from .tokens import Vocabulary
@@ -70,7 +73,9 @@ def write_checksums(root: Path, config: BundleConfig) -> None:
 
 def write_checksum_file(root: Path, files: Sequence[str], checksums_file: str) -> None:
     lines = [f"{sha256_of(root / name)}  {name}\n" for name in sorted(files)]
-    (root / checksums_file).write_text("".join(lines), encoding="utf-8")
+    text = "".join(lines)
+    (root / checksums_file).write_text(text, encoding="utf-8")
+    write_stamp(root, files, text)
 
 
 def load_bundle(
@@ -158,6 +163,7 @@ def _verify_checksums(
 ) -> None:
     text = (root / checksums_file).read_text(encoding="utf-8")
     listed = parse_checksums(text, checksums_file)
+    known = {**stamped_digests(root, files, text, listed), **known}
     for name in files:
         if name not in listed:
             raise BundleError(f"{checksums_file} does not list {name}")

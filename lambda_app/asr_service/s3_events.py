@@ -27,7 +27,7 @@ from asr.transcribe import Transcriber
 
 from . import job_tracking
 from .budget import s3_limits
-from .s3_objects import read_object, s3_client, write_json
+from .s3_objects import downloaded_object, s3_client, write_json
 from .settings import Settings
 
 RESULT_SUFFIX = ".json"
@@ -137,15 +137,15 @@ def process_record(
     try:
         if not ref.bucket or not ref.key:
             raise InvalidRequest("the S3 record names no bucket or key", code="invalid_s3_event")
-        obj = read_object(ref.bucket, ref.key, max_bytes=settings.max_s3_object_bytes)
-        source["etag"] = obj.etag or source["etag"]
-        transcript = transcriber_factory().transcribe(
-            obj.data,
-            limits=s3_limits(settings),
-            deadline=deadline,
-            decoding=job_tracking.decoding(job),
-            channels=job_tracking.channels(job, settings.channels_for_key(ref.key)),
-        )
+        with downloaded_object(ref.bucket, ref.key, max_bytes=settings.max_s3_object_bytes) as obj:
+            source["etag"] = obj.etag or source["etag"]
+            transcript = transcriber_factory().transcribe(
+                obj.path,
+                limits=s3_limits(settings),
+                deadline=deadline,
+                decoding=job_tracking.decoding(job),
+                channels=job_tracking.channels(job, settings.channels_for_key(ref.key)),
+            )
     except Exception as exc:
         if is_user_error(exc):
             payload = _error_payload(source, exc.code, exc.message, request_id)
