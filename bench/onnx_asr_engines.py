@@ -76,8 +76,8 @@ class Theirs:
     """onnx-asr's recogniser on WAV paths (``recognize(path)``), with its front-end and model
     calls wrapped in timers (the wrappers pass arguments and results through untouched)."""
 
-    def __init__(self, model: OnnxAsrModel, threads: int) -> None:
-        self.recogniser = load_onnx_asr(model, threads)
+    def __init__(self, model: OnnxAsrModel, threads: int, *, as_shipped: bool = False) -> None:
+        self.recogniser = load_onnx_asr(model, threads, as_shipped=as_shipped)
         self.asr = cast(GigaamV2Ctc, self.recogniser.asr)
         self.threads = int(self.asr._model.get_session_options().intra_op_num_threads)
         self.preprocessor = cast(GigaamPreprocessorNumpy, self.asr._preprocessor)

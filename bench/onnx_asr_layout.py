@@ -22,6 +22,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import onnx_asr
+import onnxruntime
 from asr.acoustic_model import session_options
 from asr.bundle import ModelBundle, load_bundle
 from asr.config import GigaamMelConfig
@@ -85,9 +86,10 @@ def onnx_asr_version(bundle: ModelBundle) -> str:
     )
 
 
-def write_layout(bundle_dir: Path, out: Path) -> OnnxAsrModel:
+def write_layout(bundle_dir: Path, out: Path, *, int8_file: Path | None = None) -> OnnxAsrModel:
     """Write onnx-asr's local directory for the bundle in ``bundle_dir`` into ``out`` (created;
-    files of an earlier layout there are replaced)."""
+    files of an earlier layout there are replaced). ``int8_file``: an int8 graph of the same
+    model to link instead of the bundle's model.onnx (onnx-asr's own int8 file)."""
     bundle = load_bundle(bundle_dir)
     version = onnx_asr_version(bundle)
     config = bundle.config
@@ -104,13 +106,13 @@ def write_layout(bundle_dir: Path, out: Path) -> OnnxAsrModel:
             f"{_FEATURES_SIZE} mels, the bundle needs {config.frontend.n_mels}"
         )
     vocabulary = _vocabulary_lines(bundle)
-    quantization = "int8" if io.precision == "int8" else None
+    quantization = "int8" if io.precision == "int8" or int8_file else None
     stem = f"{version}_ctc" + (f".{quantization}" if quantization else "")
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("v?_ctc*.onnx"):  # onnx-asr refuses two candidate model files
         old.unlink()
     model_file = out / f"{stem}.onnx"
-    os.symlink(bundle.model_path.resolve(), model_file)
+    os.symlink((int8_file or bundle.model_path).resolve(), model_file)
     (out / f"{version}_vocab.txt").write_text(vocabulary, encoding="utf-8")
     settings = {
         "model_type": f"gigaam-{version}-ctc",
@@ -146,13 +148,21 @@ def _vocabulary_lines(bundle: ModelBundle) -> str:
     return "".join(lines)
 
 
-def load_onnx_asr(model: OnnxAsrModel, threads: int) -> TextResultsAsrAdapter:
+def load_onnx_asr(
+    model: OnnxAsrModel, threads: int, *, as_shipped: bool = False
+) -> TextResultsAsrAdapter:
     """onnx-asr's recogniser for the directory, on the CPU with our runtime's session
-    options (``asr.acoustic_model.session_options``)."""
+    options (``asr.acoustic_model.session_options``), or ``as_shipped``: onnxruntime's
+    defaults but for the intra-op thread count."""
+    if as_shipped:
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+    else:
+        options = session_options(threads)
     return onnx_asr.load_model(
         model.model_type,
         model.root,
         quantization=model.quantization,
-        sess_options=session_options(threads),
+        sess_options=options,
         providers=["CPUExecutionProvider"],
     )
