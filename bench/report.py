@@ -29,7 +29,7 @@ from bench import (
     speed,
 )
 from bench.common import REPO, RESULTS, read_result
-from bench.models import FAMILY_INFO, PRECISIONS
+from bench.models import FAMILIES, FAMILY_INFO, PRECISIONS
 
 BEGIN = "<!-- bench:begin (python -m bench writes this section) -->"
 END = "<!-- bench:end -->"
@@ -100,7 +100,7 @@ def draw_chart(results_dir: Path = RESULTS, out: Path | None = None) -> Path:
 
 def _speed_panel(axes: Any, result: dict[str, Any]) -> None:
     labels, one, two = [], [], []
-    for family, info in FAMILY_INFO.items():
+    for family, info in ((f, FAMILY_INFO[f]) for f in FAMILIES):
         for precision in PRECISIONS:
             labels.append(f"{info.label}\n{precision}")
             one.append(speed.rtf(result, family, precision, 1))

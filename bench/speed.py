@@ -94,7 +94,7 @@ def markdown(result: dict[str, Any]) -> str:
         ]
         for row in result["rows"]
     ]
-    shapes = "; ".join(f"{info.label}: {info.shape}" for info in FAMILY_INFO.values())
+    shapes = "; ".join(f"{FAMILY_INFO[f].label}: {FAMILY_INFO[f].shape}" for f in FAMILIES)
     return (
         markdown_table(headers, rows)
         + f"\n\nAudio: {result['audio_seconds']:.0f} s of the real Russian clips as one 16 kHz "
